@@ -1,0 +1,286 @@
+"""Layers: parameters, shape checks and a cache around the operations in ``scratchnet.ops``.
+
+Every layer has ``forward(x, training=False)`` and ``backward(dy)``; ``backward`` returns
+the gradient with respect to the input and fills ``grads`` (same keys as ``params``).
+Layouts follow TensorFlow: images NHWC, conv filters HWIO, dense weights [in, out].
+A layer's parameters are created by ``build(rng, dtype)`` (``Sequential`` does it) in
+float32 or float64; its input must then have the same dtype.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import backend as _backend
+from .initializers import Constant, GlorotUniform, TruncatedNormal, Zeros
+
+
+class ShapeError(ValueError):
+    """An input does not have the shape a layer expects."""
+
+
+class Layer:
+    """Base class. Subclasses set ``expects`` (the input shape, with names for free axes)
+    and implement ``_forward`` / ``_backward``."""
+
+    expects: tuple = ()
+
+    def __init__(self, name: str | None = None, backend: str | None = None):
+        self.name = name  # Sequential names unnamed layers after their type and position
+        self.backend = backend
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+        self._cache = None
+
+    def build(self, rng: np.random.Generator | None = None, dtype=np.float32) -> "Layer":
+        """Create the parameters (layers without parameters have nothing to do)."""
+        rng = rng if rng is not None else np.random.default_rng(0)
+        self.params = {k: init(rng, shape, dtype) for k, (shape, init) in self.param_specs().items()}
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+        return self
+
+    def param_specs(self) -> dict:
+        """``{name: (shape, initializer)}`` of this layer's parameters."""
+        return {}
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        self._check_input(x)
+        y, self._cache = self._forward(x, training)
+        return y
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        if self._cache is None:
+            raise RuntimeError(f"{self.name}: backward() called before forward()")
+        dx, grads = self._backward(dy, self._cache)
+        for k, g in grads.items():
+            self.grads[k] = g
+        return dx
+
+    def op(self, name: str):
+        return _backend.op(name, self.backend)
+
+    def _check_input(self, x: np.ndarray) -> None:
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"{self.describe()}: expected a NumPy array, received {type(x).__name__}")
+        if self.expects and (x.ndim != len(self.expects) or any(
+                isinstance(e, int) and e != s for e, s in zip(self.expects, x.shape))):
+            shape = "(" + ", ".join(str(e) for e in self.expects) + ")"
+            raise ShapeError(f"{self.describe()}: expected input of shape {shape}, received {x.shape}")
+        if self.params:
+            dtype = next(iter(self.params.values())).dtype
+            if x.dtype != dtype:
+                raise TypeError(f"{self.describe()}: expected {dtype} input (the dtype of its "
+                                f"parameters), received {x.dtype}")
+        elif not np.issubdtype(x.dtype, np.floating):
+            raise TypeError(f"{self.describe()}: expected a float32 or float64 input, received {x.dtype}")
+
+    def describe(self) -> str:
+        return f"layer {self.name!r} ({type(self).__name__})" if self.name else f"layer {type(self).__name__}"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+class Dense(Layer):
+    """y = x @ w + b.   x [N, In] -> y [N, Out];  w [In, Out], b [Out]."""
+
+    def __init__(self, in_features: int, out_features: int, *, w_init=TruncatedNormal(0.1),
+                 b_init=Constant(0.1), name: str | None = None, backend: str | None = None):
+        super().__init__(name, backend)
+        self.in_features, self.out_features = in_features, out_features
+        self.w_init, self.b_init = w_init, b_init
+        self.expects = ("N", in_features)
+
+    def param_specs(self):
+        return {"w": ((self.in_features, self.out_features), self.w_init),
+                "b": ((self.out_features,), self.b_init)}
+
+    def _forward(self, x, training):
+        return self.op("dense_forward")(x, self.params["w"], self.params["b"])
+
+    def _backward(self, dy, cache):
+        dx, dw, db = self.op("dense_backward")(dy, cache)
+        return dx, {"w": dw, "b": db}
+
+
+class Conv2D(Layer):
+    """2-D convolution (``tf.nn.conv2d``) plus bias.
+
+    x [N, H, W, C] -> y [N, Ho, Wo, F];  w [KH, KW, C, F] (HWIO), b [F].
+    ``padding`` is ``"SAME"`` (TensorFlow's asymmetric rule: the odd pixel goes bottom/right)
+    or ``"VALID"``.
+    """
+
+    def __init__(self, kernel_size, in_channels: int, out_channels: int, *, stride: int = 1,
+                 padding: str = "SAME", w_init=TruncatedNormal(0.1), b_init=Constant(0.1),
+                 name: str | None = None, backend: str | None = None):
+        super().__init__(name, backend)
+        kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+        if padding not in ("SAME", "VALID"):
+            raise ValueError(f"{self.describe()}: padding must be 'SAME' or 'VALID', got {padding!r}")
+        self.kernel_size, self.in_channels, self.out_channels = (kh, kw), in_channels, out_channels
+        self.stride, self.padding = stride, padding
+        self.w_init, self.b_init = w_init, b_init
+        self.expects = ("N", "H", "W", in_channels)
+
+    def param_specs(self):
+        return {"w": ((*self.kernel_size, self.in_channels, self.out_channels), self.w_init),
+                "b": ((self.out_channels,), self.b_init)}
+
+    def _forward(self, x, training):
+        return self.op("conv2d_forward")(x, self.params["w"], self.params["b"], self.stride, self.padding)
+
+    def _backward(self, dy, cache):
+        dx, dw, db = self.op("conv2d_backward")(dy, cache)
+        return dx, {"w": dw, "b": db}
+
+
+class MaxPool2D(Layer):
+    """Max-pooling (``tf.nn.max_pool2d``): x [N, H, W, C] -> y [N, Ho, Wo, C].
+
+    Padding cells are -inf. Ties send the whole gradient to the first maximum in
+    row-major window order, as TensorFlow does (see ``ops.pool``).
+    """
+
+    expects = ("N", "H", "W", "C")
+
+    def __init__(self, pool_size=2, stride=None, padding: str = "SAME", *,
+                 name: str | None = None, backend: str | None = None):
+        super().__init__(name, backend)
+        as_pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
+        self.pool_size = as_pair(pool_size)
+        self.stride = as_pair(stride if stride is not None else pool_size)
+        self.padding = padding
+
+    def _forward(self, x, training):
+        return self.op("max_pool_forward")(x, self.pool_size, self.stride, self.padding)
+
+    def _backward(self, dy, cache):
+        return self.op("max_pool_backward")(dy, cache), {}
+
+
+class _Pointwise(Layer):
+    """An activation applied elementwise (or along the last axis, for Softmax)."""
+
+    kind = ""
+
+    def _forward(self, x, training):
+        return self.op(f"{self.kind}_forward")(x)
+
+    def _backward(self, dy, cache):
+        return self.op(f"{self.kind}_backward")(dy, cache), {}
+
+
+class ReLU(_Pointwise):
+    """y = max(x, 0); dx = dy · [x > 0]."""
+    kind = "relu"
+
+
+class Sigmoid(_Pointwise):
+    """y = σ(x); dx = dy · y (1 - y)."""
+    kind = "sigmoid"
+
+
+class Tanh(_Pointwise):
+    """y = tanh(x); dx = dy · (1 - y²)."""
+    kind = "tanh"
+
+
+class Softmax(_Pointwise):
+    """y = softmax(x) over the last axis. (For training, prefer logits into
+    ``softmax_cross_entropy``, which is stable.)"""
+    kind = "softmax"
+
+
+class Dropout(Layer):
+    """Inverted dropout (``tf.nn.dropout`` with ``rate = 1 - keep_prob``).
+
+    In training, each element is kept with probability ``keep_prob`` and scaled by
+    ``1/keep_prob``; in evaluation the layer is the identity. The mask is
+    ``rng.random(x.shape) >= 1 - keep_prob`` from the layer's own generator, or, when
+    ``mask_source`` is set (a callable ``shape -> bool array``), whatever it returns, so a
+    parity test can feed the same masks to both engines.
+    """
+
+    def __init__(self, keep_prob: float, *, seed: int = 0, name: str | None = None):
+        super().__init__(name)
+        if not 0 < keep_prob <= 1:
+            raise ValueError(f"{self.describe()}: keep_prob must be in (0, 1], got {keep_prob}")
+        self.keep_prob = keep_prob
+        self.rng = np.random.default_rng(seed)
+        self.mask_source = None
+
+    def _forward(self, x, training):
+        if not training or self.keep_prob == 1:
+            return x, None
+        mask = (self.mask_source(x.shape) if self.mask_source is not None
+                else self.rng.random(x.shape) >= 1 - self.keep_prob)
+        if mask.shape != x.shape:
+            raise ShapeError(f"{self.describe()}: mask of shape {mask.shape} for input {x.shape}")
+        return self.op("dropout_forward")(x, mask, self.keep_prob)
+
+    def _backward(self, dy, cache):
+        return (dy if cache is None else self.op("dropout_backward")(dy, cache)), {}
+
+
+class Reshape(Layer):
+    """Reshape each example: x [N, *in_shape] -> y [N, *shape] (one entry may be -1)."""
+
+    def __init__(self, shape, *, name: str | None = None):
+        super().__init__(name)
+        self.shape = tuple(shape)
+
+    def _forward(self, x, training):
+        try:
+            return x.reshape((x.shape[0], *self.shape)), x.shape
+        except ValueError:
+            raise ShapeError(f"{self.describe()}: cannot reshape an input of shape {x.shape} "
+                             f"to (N, {', '.join(map(str, self.shape))})") from None
+
+    def _backward(self, dy, x_shape):
+        return dy.reshape(x_shape), {}
+
+
+class Flatten(Reshape):
+    """x [N, ...] -> y [N, prod(...)], in NHWC order (h, then w, then c), like TensorFlow."""
+
+    def __init__(self, *, name: str | None = None):
+        super().__init__((-1,), name=name)
+
+
+class LSTM(Layer):
+    """LSTM over a sequence with ``BasicLSTMCell`` conventions (see ``ops.lstm``).
+
+    x [N, T, D] -> h [N, T, H] (``return_sequences=True``) or the last output h [N, H].
+    Parameters: ``kernel`` [D + H, 4H] acting on [x_t, h_{t-1}] with gate columns ordered
+    i, j, f, o; ``bias`` [4H]. ``forget_bias`` is added inside the forget gate's sigmoid
+    at run time, so ``LSTM(D, H, forget_bias=1.0)`` is exactly
+    ``BasicLSTMCell(H, forget_bias=1.0)`` unrolled over T steps. (Keras' ``LSTM`` orders
+    the gates i, f, c, o and folds the forget bias into its trainable bias instead.)
+    """
+
+    def __init__(self, input_size: int, units: int, *, forget_bias: float = 1.0,
+                 return_sequences: bool = False, kernel_init=GlorotUniform(), bias_init=Zeros(),
+                 name: str | None = None, backend: str | None = None):
+        super().__init__(name, backend)
+        self.input_size, self.units, self.forget_bias = input_size, units, forget_bias
+        self.return_sequences = return_sequences
+        self.kernel_init, self.bias_init = kernel_init, bias_init
+        self.expects = ("N", "T", input_size)
+
+    def param_specs(self):
+        return {"kernel": ((self.input_size + self.units, 4 * self.units), self.kernel_init),
+                "bias": ((4 * self.units,), self.bias_init)}
+
+    def _forward(self, x, training):
+        h, cache = self.op("lstm_forward")(x, self.params["kernel"], self.params["bias"], self.forget_bias)
+        return (h if self.return_sequences else h[:, -1]), (cache, h.shape)
+
+    def _backward(self, dy, cache):
+        cache, h_shape = cache
+        if not self.return_sequences:
+            dh = np.zeros(h_shape, dy.dtype)
+            dh[:, -1] = dy
+            dy = dh
+        dx, dkernel, dbias = self.op("lstm_backward")(dy, cache)
+        return dx, {"kernel": dkernel, "bias": dbias}

@@ -1,0 +1,94 @@
+"""``Sequential``: layers run in order forward, and in reverse order backward."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from .layers import Layer
+
+
+class Sequential:
+    """A stack of layers with every parameter and gradient listed as ``"layer/param"``.
+
+    >>> model = Sequential([Dense(784, 10, name="fc")], seed=0)
+    >>> sorted(model.params)
+    ['fc/b', 'fc/w']
+
+    The model is built at construction: each layer draws its initial parameters, in
+    order, from ``np.random.default_rng(seed)``, in ``dtype`` (float32 or float64).
+    Unnamed layers are named after their type and position (``dense_1``, ``relu_1``, ``dense_2``, …).
+    """
+
+    def __init__(self, layers: list[Layer], *, seed: int = 0, dtype=np.float32):
+        self.layers = list(layers)
+        self._name_layers()
+        rng = np.random.default_rng(seed)
+        for layer in self.layers:
+            layer.build(rng, np.dtype(dtype))
+
+    def _name_layers(self) -> None:
+        counts = Counter()
+        for layer in self.layers:
+            if layer.name is None:
+                kind = type(layer).__name__.lower()
+                counts[kind] += 1
+                layer.name = f"{kind}_{counts[kind]}"
+        dup = [n for n, k in Counter(l.name for l in self.layers).items() if k > 1]
+        if dup:
+            raise ValueError(f"layer names must be unique; repeated: {dup}")
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        for layer in self.layers:
+            x = layer.forward(x, training)
+        return x
+
+    __call__ = forward
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        """Backpropagate ``dy`` (gradient of the loss w.r.t. the output); return dL/dx."""
+        for layer in reversed(self.layers):
+            dy = layer.backward(dy)
+        return dy
+
+    @property
+    def params(self) -> dict[str, np.ndarray]:
+        """The model's own parameter arrays (update them in place to train)."""
+        return {f"{l.name}/{k}": v for l in self.layers for k, v in l.params.items()}
+
+    @property
+    def grads(self) -> dict[str, np.ndarray]:
+        return {f"{l.name}/{k}": v for l in self.layers for k, v in l.grads.items()}
+
+    @property
+    def dtype(self) -> np.dtype:
+        return next(iter(self.params.values())).dtype
+
+    def layer(self, name: str) -> Layer:
+        for l in self.layers:
+            if l.name == name:
+                return l
+        raise KeyError(f"no layer named {name!r}; layers: {[l.name for l in self.layers]}")
+
+    def load_params(self, values: dict[str, np.ndarray]) -> None:
+        """Copy ``values`` into the parameters (same names, same shapes; cast to the model's dtype)."""
+        params = self.params
+        missing, extra = sorted(set(params) - set(values)), sorted(set(values) - set(params))
+        if missing or extra:
+            raise KeyError(f"parameter names differ: missing {missing}, unexpected {extra}")
+        for k, v in values.items():
+            if np.shape(v) != params[k].shape:
+                raise ValueError(f"parameter {k!r}: expected shape {params[k].shape}, received {np.shape(v)}")
+            params[k][...] = v
+
+    def astype(self, dtype) -> "Sequential":
+        """Convert every parameter (and gradient) to ``dtype`` in place; return self."""
+        for l in self.layers:
+            l.params = {k: v.astype(dtype) for k, v in l.params.items()}
+            l.grads = {k: v.astype(dtype) for k, v in l.grads.items()}
+        return self
+
+    def __repr__(self) -> str:
+        inner = ",\n  ".join(repr(l) for l in self.layers)
+        return f"Sequential([\n  {inner}\n])"
