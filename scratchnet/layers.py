@@ -197,18 +197,24 @@ class Dropout(Layer):
 
     In training, each element is kept with probability ``keep_prob`` and scaled by
     ``1/keep_prob``; in evaluation the layer is the identity. The mask is
-    ``rng.random(x.shape) >= 1 - keep_prob`` from the layer's own generator, or, when
+    ``rng.random(x.shape) >= 1 - keep_prob`` from the layer's own generator (seeded from
+    the model's generator by ``build``), or, when
     ``mask_source`` is set (a callable ``shape -> bool array``), whatever it returns, so a
     parity test can feed the same masks to both engines.
     """
 
-    def __init__(self, keep_prob: float, *, seed: int = 0, name: str | None = None):
+    def __init__(self, keep_prob: float, *, name: str | None = None):
         super().__init__(name)
         if not 0 < keep_prob <= 1:
             raise ValueError(f"{self.describe()}: keep_prob must be in (0, 1], got {keep_prob}")
         self.keep_prob = keep_prob
-        self.rng = np.random.default_rng(seed)
+        self.rng = np.random.default_rng(0)
         self.mask_source = None
+
+    def build(self, rng=None, dtype=np.float32):
+        if rng is not None:
+            self.rng = np.random.default_rng(rng.integers(2**63))
+        return super().build(rng, dtype)
 
     def _forward(self, x, training):
         if not training or self.keep_prob == 1:
