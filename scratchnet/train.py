@@ -1,0 +1,192 @@
+"""Training a recipe in scratchnet: one step, evaluation in bounded batches, and the loop
+that writes checkpoints, metrics and the resolved configuration.
+
+One training step (``Trainer.train_step``):
+
+    logits = model(x, training=True)
+    loss   = loss_scale · mean softmax cross-entropy + l2_scale · Σ ||w||²/2
+    grads  = backward(loss)                       (hand-written, layer by layer)
+    optimizer.apply(params, grads); step += 1
+    ema.apply(params, num_updates=step)           (after the update, as tfnet does)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import deque
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+
+from . import checkpoint
+from .data import BatchIterator
+from .layers import Dropout
+from .model import Sequential
+from .ops import l2_penalty, softmax_cross_entropy
+from .optim import ExponentialMovingAverage, make_optimizer
+from .recipes import Recipe
+
+EVAL_BATCH = 1000  # never push all 10,000 test images through at once
+
+
+class Trainer:
+    """A recipe's model, optimizer and moving average, stepped in NumPy."""
+
+    engine = "scratchnet"
+
+    def __init__(self, recipe: Recipe, *, seed: int = 0, dtype=np.float32):
+        self.recipe = recipe
+        self.model = Sequential(recipe.layers(), seed=seed, dtype=dtype)
+        self.optimizer = make_optimizer(recipe.optimizer, recipe.learning_rate, **recipe.optimizer_args)
+        self.ema = ExponentialMovingAverage(recipe.ema_decay) if recipe.ema_decay else None
+        if self.ema is not None:
+            self.ema.apply(self.model.params, num_updates=0)  # shadows start at the initial weights
+        self.step = 0
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.model.dtype
+
+    @property
+    def dropout_layers(self) -> list[Dropout]:
+        return [l for l in self.model.layers if isinstance(l, Dropout)]
+
+    def learning_rate(self) -> float:
+        return float(self.recipe.learning_rate(self.step))
+
+    def loss_and_grads(self, images: np.ndarray, labels: np.ndarray):
+        """Forward and backward through the model; return ``(loss, logits, grads)``."""
+        r, dtype = self.recipe, self.model.dtype
+        logits = self.model.forward(images.astype(dtype, copy=False), training=True)
+        loss, dlogits = softmax_cross_entropy(logits, labels)
+        loss = loss * dtype.type(r.loss_scale)
+        self.model.backward(dlogits * dtype.type(r.loss_scale))
+        grads = dict(self.model.grads)
+        if r.l2_scale:
+            l2, l2_grads = l2_penalty(self.model.params, r.l2_params, r.l2_scale)
+            loss = loss + l2
+            grads.update({k: grads[k] + g for k, g in l2_grads.items()})
+        return float(loss), logits, grads
+
+    def train_step(self, images: np.ndarray, labels: np.ndarray):
+        """One update; returns ``(loss, logits)``."""
+        loss, logits, grads = self.loss_and_grads(images, labels)
+        self.optimizer.apply(self.model.params, grads)
+        self.step += 1
+        if self.ema is not None:
+            self.ema.apply(self.model.params, num_updates=self.step)
+        return loss, logits
+
+    def predict(self, images: np.ndarray, *, use_ema: bool = False) -> np.ndarray:
+        """Class predictions [N], computed EVAL_BATCH images at a time."""
+        swap = self.ema.averaged(self.model.params) if use_ema and self.ema else nullcontext()
+        with swap:
+            return np.concatenate([self.model.forward(images[i:i + EVAL_BATCH].astype(self.dtype, copy=False))
+                                   .argmax(axis=1) for i in range(0, len(images), EVAL_BATCH)])
+
+    def accuracy(self, images, labels, *, use_ema: bool = False) -> float:
+        return float((self.predict(images, use_ema=use_ema) == labels).mean())
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Everything a bit-exact resume needs: parameters, optimizer slots, moving
+        averages, step and the dropout generators."""
+        arrays = {f"params/{k}": v for k, v in self.model.params.items()}
+        arrays.update({f"optimizer/{k}": v for k, v in self.optimizer.state().items()})
+        if self.ema is not None:
+            arrays.update(self.ema.state())  # keys "ema/<param>"
+        for layer in self.dropout_layers:
+            arrays[f"rng/{layer.name}"] = generator_state(layer.rng)
+        arrays["step"] = np.array(self.step, np.int64)
+        return arrays
+
+    def load_state(self, arrays: dict[str, np.ndarray]) -> None:
+        group = lambda prefix: {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}  # noqa: E731
+        checkpoint.check_compatible(self.model.params, group("params/"), what="model parameters")
+        self.model.load_params(group("params/"))
+        self.optimizer.load_state(group("optimizer/"))
+        if self.ema is not None:
+            self.ema.load_state(arrays)
+        for layer in self.dropout_layers:
+            set_generator_state(layer.rng, arrays[f"rng/{layer.name}"])
+        self.step = int(arrays["step"])
+
+
+def generator_state(rng: np.random.Generator) -> np.ndarray:
+    """A PCG64 generator's state as uint64 words: [state_hi, state_lo, inc_hi, inc_lo, has_uint32, uinteger]."""
+    s = rng.bit_generator.state
+    words = [w for v in (s["state"]["state"], s["state"]["inc"]) for w in (v >> 64, v & (2**64 - 1))]
+    return np.array(words + [s["has_uint32"], s["uinteger"]], np.uint64)
+
+
+def set_generator_state(rng: np.random.Generator, words: np.ndarray) -> None:
+    w = [int(v) for v in words]
+    rng.bit_generator.state = {"bit_generator": "PCG64",
+                               "state": {"state": (w[0] << 64) | w[1], "inc": (w[2] << 64) | w[3]},
+                               "has_uint32": w[4], "uinteger": w[5]}
+
+
+def run(trainer, mnist, *, out_dir: Path, seed: int, resume: Path | None = None,
+        progress: bool = True, log=print) -> dict:
+    """Train ``trainer`` on ``mnist`` for its recipe's steps; return the final metrics.
+
+    Writes into ``out_dir``: ``config.json`` (the resolved recipe and run options),
+    ``metrics.jsonl`` (one JSON line per evaluation) and ``checkpoint.npz`` (at every
+    evaluation and at the end; atomic). The data order comes from ``seed``.
+    """
+    from tqdm import tqdm
+
+    recipe = trainer.recipe
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    batches = BatchIterator(mnist.train.images, mnist.train.labels, recipe.batch_size, seed=seed)
+    if resume is not None:
+        arrays, _ = checkpoint.load_checkpoint(resume)
+        trainer.load_state(arrays)
+        batches.load_state({k[len("data/"):]: v for k, v in arrays.items() if k.startswith("data/")})
+    config = {"recipe": recipe.to_config(), "engine": trainer.engine, "seed": seed,
+              "dtype": str(trainer.dtype), "resumed_from": str(resume) if resume else None}
+    (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    metrics = (out_dir / "metrics.jsonl").open("a")
+
+    def save():
+        arrays = trainer.state()
+        arrays.update({f"data/{k}": v for k, v in batches.state().items()})
+        checkpoint.save_checkpoint(out_dir / "checkpoint.npz", arrays, config | {"step": trainer.step})
+
+    def evaluate(split_name, split):
+        acc = trainer.accuracy(split.images, split.labels, use_ema=recipe.eval_with_ema)
+        record = {"step": trainer.step, "split": split_name, "accuracy": acc,
+                  "ema": recipe.eval_with_ema, "time": round(time.time() - start, 2)}
+        metrics.write(json.dumps(record) + "\n")
+        metrics.flush()
+        return acc
+
+    start = time.time()
+    recent = deque(maxlen=100)
+    bar = tqdm(total=recipe.steps, initial=trainer.step, disable=not progress, unit="step",
+               dynamic_ncols=True, desc=f"{recipe.name} [{trainer.engine}]")
+    while trainer.step < recipe.steps:
+        images, labels = batches.next_batch()
+        lr = trainer.learning_rate()
+        loss, logits = trainer.train_step(images, labels)
+        recent.append(float((np.asarray(logits).argmax(axis=1) == labels).mean()))
+        bar.update(1)
+        if trainer.step % 10 == 0 or trainer.step == recipe.steps:
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}", acc=f"{np.mean(recent):.3f}")
+        if trainer.step % recipe.eval_every == 0 and trainer.step < recipe.steps:
+            val = evaluate("validation", mnist.validation)
+            bar.write(f"step {trainer.step}: validation accuracy {val:.4f}")
+            save()
+    bar.close()
+    train_seconds = time.time() - start
+    val = evaluate("validation", mnist.validation)
+    test = evaluate("test", mnist.test)
+    save()
+    metrics.close()
+    result = {"recipe": recipe.name, "engine": trainer.engine, "seed": seed, "steps": trainer.step,
+              "validation_accuracy": val, "test_accuracy": test, "train_seconds": round(train_seconds, 1)}
+    log(f"validation accuracy: {val:.4f}")
+    log(f"test accuracy: {test:.4f}")
+    return result
