@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._tf import import_tf, tf_dtype
+from ._tf import tf_dtype
 from .layers import TwinLayer
 
 
@@ -111,8 +111,3 @@ def from_tf(twin: TFModel, model) -> None:
     _check_same_layers(model, twin)
     model.load_params(twin.params)
 
-
-def softmax_cross_entropy(logits, labels):
-    """Mean sparse softmax cross-entropy from logits, ``tf.nn`` style."""
-    tf = import_tf()
-    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))

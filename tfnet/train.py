@@ -106,6 +106,18 @@ def tf_optimizer(name: str, learning_rate, args: dict, dtype):
     return getattr(tf.compat.v1.train, cls)(learning_rate, **kwargs)
 
 
+def recipe_loss(recipe, logits, labels, variables: dict):
+    """``loss_scale · reduce_mean(sparse_softmax_cross_entropy_with_logits) + Σ l2_scale ·
+    tf.nn.l2_loss(w)`` over the recipe's ``l2_params`` (``variables``: ``{"layer/param": var}``)."""
+    tf = import_tf()
+    loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+    loss = loss * tf.constant(recipe.loss_scale, logits.dtype)
+    if recipe.l2_scale:
+        scale = hyper(recipe.l2_scale, logits.dtype.as_numpy_dtype)
+        loss = loss + tf.add_n([scale * tf.nn.l2_loss(variables[k]) for k in recipe.l2_params])
+    return loss
+
+
 class TFTrainer:
     """A recipe's model, optimizer and moving average, stepped in TensorFlow.
 
@@ -159,15 +171,8 @@ class TFTrainer:
 
     # --- the compiled pieces ----------------------------------------------------------------
     def _loss(self, x, y, masks):
-        tf = import_tf()
-        r = self.recipe
         logits = self.model(x, training=True, masks=masks)
-        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
-        loss = loss * tf.constant(r.loss_scale, self._tf_dtype)
-        if r.l2_scale:
-            loss = loss + tf.add_n([hyper(r.l2_scale, self._dtype) * tf.nn.l2_loss(self._variables[k])
-                                    for k in r.l2_params])
-        return loss, logits
+        return recipe_loss(self.recipe, logits, y, self._variables), logits
 
     def _loss_and_grads(self, x, y, masks):
         tf = import_tf()
