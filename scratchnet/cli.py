@@ -1,4 +1,4 @@
-"""The ``scratchnet`` command: ``data``, ``train``, ``eval`` and ``parity``."""
+"""The ``scratchnet`` command: ``data``, ``train``, ``eval``, ``report`` and ``parity``."""
 
 from __future__ import annotations
 
@@ -40,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     ev = sub.add_parser("eval", help="test accuracy of a saved checkpoint")
     ev.add_argument("checkpoint", type=Path)
 
+    report = sub.add_parser("report", help="the results table (markdown) of the finished runs in a folder")
+    report.add_argument("runs", type=Path, nargs="?", default=Path("runs"))
+
     parity = sub.add_parser("parity", help="compare scratchnet with TensorFlow, tensor by tensor")
     try:
         from tfnet.parity import add_arguments as add_parity_arguments
@@ -50,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.data_dir is not None:
         os.environ["SCRATCHNET_DATA_DIR"] = str(args.data_dir)
-    return {"data": _data, "train": _train, "eval": _eval, "parity": _parity}[args.command](args)
+    commands = {"data": _data, "train": _train, "eval": _eval, "report": _report, "parity": _parity}
+    return commands[args.command](args)
 
 
 def _data(args) -> int:
@@ -98,6 +102,12 @@ def _eval(args) -> int:
     print(f"{args.checkpoint}: recipe {recipe.name}, step {trainer.step}"
           f"{', moving-average weights' if recipe.eval_with_ema else ''}")
     print(f"test accuracy: {acc:.4f}")
+    return 0
+
+
+def _report(args) -> int:
+    from .report import markdown
+    print(markdown(args.runs))
     return 0
 
 
