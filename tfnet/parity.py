@@ -22,8 +22,9 @@ Sections (``scratchnet parity --sections ...``; library: ``run_<section>(dtype, 
                    dropout masks; parameters, optimizer slots and moving averages compared at
                    checkpoints along the way, the loss at every step.
 
-Tolerances (``TOLERANCES``): float64 is judged on the max relative error of
-``scratchnet.gradcheck.compare`` (|a-b| / max(|a|+|b|, 1e-6·scale)); float32 on the scaled
+Tolerances (``TOLERANCES``): float64 is judged on the max relative error
+|a-b| / max(|a|+|b|, 1e-4·scale) (``scratchnet.gradcheck.compare``'s, floor at 1e-4 of the
+tensor's scale max(|a|+|b|) instead of 1e-6, see ``REL_FLOOR``); float32 on the scaled
 error max|a-b| / max|b| (summation order differs between NumPy/OpenBLAS and TF's Eigen and
 oneDNN kernels, so single elements that cancel to ~0 carry relative errors no tolerance on
 element-wise relative error could bound). ``docs/parity.md`` gives the justification.
@@ -47,9 +48,20 @@ TOLERANCES = {
     "float64": {"layers": 1e-10, "models": 1e-10, "optim": 1e-12, "schedules": 1e-14, "ema": 1e-12,
                 "trajectories": 1e-8},
     "float32": {"layers": 1e-5, "models": 1e-5, "optim": 1e-6, "schedules": 1e-6, "ema": 1e-6,
-                "trajectories": 1e-3},
+                "trajectories": 1e-4},
 }
-CRITERION = {"float64": "rel", "float32": "scaled"}
+# What is judged: "rel" (max relative error), "scaled" (max|a-b| / max|b|) or "norm"
+# (||a-b||₂ / ||b||₂). float32 trajectories under Adam are judged on the norm: Adam turns the
+# round-off of a near-zero gradient element into a full ±lr step of that element, so single
+# elements part by O(lr) while the tensor as a whole stays together (docs/parity.md).
+CRITERION = {"float64": dict.fromkeys(SECTIONS, "rel"),
+             "float32": {**dict.fromkeys(SECTIONS, "scaled"), "trajectories": "norm"}}
+_CRITERION_NAMES = {"rel": "max rel err", "scaled": "scaled err", "norm": "norm err"}
+# max rel err = max |a-b| / max(|a|+|b|, REL_FLOOR · max(|a|+|b|)): scratchnet.gradcheck.compare's
+# definition with the floor at 1e-4 of the tensor's scale instead of 1e-6. Both engines round:
+# an element that cancels to below 1e-4 of the scale (x·dy summed over a batch of 3, say)
+# carries their round-off relative to the scale, not to itself.
+REL_FLOOR = 1e-4
 
 
 def tolerance(section: str, dtype) -> float:
@@ -65,7 +77,8 @@ class Row:
     max_abs: float
     max_rel: float
     scaled: float
-    error: float          # the value judged: max_rel (float64) or scaled (float32)
+    norm: float
+    error: float          # the value judged: max_rel, scaled or norm (see CRITERION)
     ok: bool
 
 
@@ -98,17 +111,17 @@ class Case:
         return row
 
     def table(self) -> str:
-        crit = "max rel err" if self.criterion == "rel" else "scaled err"
+        crit = _CRITERION_NAMES[self.criterion]
         head = (f"== {self.section}: {self.name} [{self.dtype}; pass if {crit} <= {self.tol:g}] "
                 f"{'PASS' if self.ok else 'FAIL'}")
         lines = [head]
         if self.note:
             lines.append(f"   {self.note}")
         lines.append(f"   {'tensor':<34} {'shape':<18} {'max abs err':>11} {'max rel err':>11} "
-                     f"{'scaled err':>11}  result")
+                     f"{'scaled err':>11} {'norm err':>11}  result")
         for r in self.rows:
             lines.append(f"   {r.tensor:<34} {str(r.shape):<18} {r.max_abs:11.3e} {r.max_rel:11.3e} "
-                         f"{r.scaled:11.3e}  {'ok' if r.ok else 'FAIL'}")
+                         f"{r.scaled:11.3e} {r.norm:11.3e}  {'ok' if r.ok else 'FAIL'}")
         if not self.ok:
             lines.append(f"   FIRST DIVERGENCE: {self.first_failure}")
         return "\n".join(lines)
@@ -120,21 +133,25 @@ def compare_tensors(tensor: str, ours, theirs, criterion: str, tol: float) -> Ro
 
     a, b = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
     if a.shape != b.shape:
-        return Row(tensor, b.shape, math.inf, math.inf, math.inf, math.inf, False)
+        return Row(tensor, b.shape, *[math.inf] * 5, False)
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
         same = np.array_equal(a, b, equal_nan=True)
-        return Row(tensor, a.shape, 0.0 if same else math.inf, 0.0 if same else math.inf,
-                   0.0 if same else math.inf, 0.0 if same else math.inf, same)
+        return Row(tensor, a.shape, *[0.0 if same else math.inf] * 5, same)
     c = compare(tensor, a, b)
+    size = np.abs(a) + np.abs(b)
+    floor = max(REL_FLOOR * float(size.max(initial=0.0)), np.finfo(np.float64).tiny)
+    max_rel = float((np.abs(a - b) / np.maximum(size, floor)).max(initial=0.0))
     ref = float(np.abs(b).max(initial=0.0))
     scaled = c.max_abs / ref if ref > 0 else c.max_abs
-    error = c.max_rel if criterion == "rel" else scaled
-    return Row(tensor, tuple(a.shape), c.max_abs, c.max_rel, scaled, error, bool(error <= tol))
+    ref_norm = float(np.linalg.norm(b))
+    norm = float(np.linalg.norm(a - b)) / ref_norm if ref_norm > 0 else c.max_abs
+    error = {"rel": max_rel, "scaled": scaled, "norm": norm}[criterion]
+    return Row(tensor, tuple(a.shape), c.max_abs, max_rel, scaled, norm, error, bool(error <= tol))
 
 
 def _new_case(section, name, dtype, note="") -> Case:
     dtype = np.dtype(dtype)
-    return Case(section, name, dtype.name, tolerance(section, dtype), CRITERION[dtype.name], note=note)
+    return Case(section, name, dtype.name, tolerance(section, dtype), CRITERION[dtype.name][section], note=note)
 
 
 # --- layers ----------------------------------------------------------------------------------------

@@ -1,0 +1,189 @@
+"""The parity harness in CI: scratchnet against TensorFlow in float64 and float32.
+
+Quick grid, every recipe's model walked layer by layer, optimizers / schedules / EMA over
+100 updates, and a short trajectory of every recipe. The full grid and 100-step
+trajectories are marked slow: ``pytest -m slow tests/test_parity.py``.
+"""
+
+import numpy as np
+import pytest
+
+import scratchnet.ops
+from scratchnet.recipes import RECIPES
+from tfnet import parity
+
+DTYPES = [np.float64, np.float32]
+
+
+def assert_all_pass(cases):
+    failed = [c for c in cases if not c.ok]
+    assert not failed, "\n\n".join(c.table() for c in failed)
+
+
+@pytest.fixture(scope="module")
+def images():
+    return parity.training_images()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
+def test_layers_quick_grid(dtype):
+    cases = parity.run_layers(dtype)
+    assert len(cases) > 30
+    assert_all_pass(cases)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
+def test_models_walked_layer_by_layer(dtype, images):
+    assert_all_pass([parity.check_model(RECIPES[n], dtype, batch_size=3, data=images) for n in RECIPES])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
+def test_optimizers_schedules_ema(dtype):
+    cases = parity.run_optim(dtype) + parity.run_schedules(dtype) + parity.run_ema(dtype)
+    assert_all_pass(cases)
+    if dtype == np.float64:  # TF1 and Keras updates with float64 hyperparameters are bit-exact
+        assert max(c.max_error for c in cases if c.section == "optim") == 0.0
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
+@pytest.mark.parametrize("recipe", list(RECIPES))
+def test_short_trajectory(recipe, dtype, images):
+    case = parity.compare_trajectory(RECIPES[recipe], dtype, steps=6, batch_size=16, data=images)
+    assert case.ok, case.table()
+    assert case.drift and max(case.drift) == 6
+
+
+def test_kinks_are_in_the_grid_and_exact():
+    """Deliberate max-pool ties (TF: the first maximum takes the gradient) and ReLU at 0."""
+    kinks = [c for c in parity.layer_grid() if c.inputs in ("pool_ties", "relu_zeros")]
+    assert len(kinks) == 3
+    for case in kinks:
+        result = parity.check_layer(case, np.float64)
+        assert result.ok and result.max_error == 0.0 or result.max_error < 1e-15, result.table()
+
+
+def test_grid_covers_the_traps():
+    labels = " | ".join(c.label for c in parity.layer_grid())
+    for needle in ("pad 2/3", "pad 1/2", "batch 1", "non-square", "overlapping", "T=1 ", "T=5", "VALID",
+                   "fed mask", "flatten", "sigmoid", "tanh", "softmax"):
+        assert needle in labels, needle
+
+
+# --- the harness names what breaks --------------------------------------------------------------
+
+def _scaled(fn, which, factor=1 + 1e-7):
+    """``fn`` with output number ``which`` multiplied by ``factor`` (a deliberately broken backward)."""
+    def broken(*args, **kwargs):
+        out = list(fn(*args, **kwargs)) if isinstance(which, int) else fn(*args, **kwargs)
+        if isinstance(which, int):
+            out[which] = out[which] * factor
+            return tuple(out)
+        return out * factor
+    return broken
+
+
+def test_broken_conv_input_gradient_is_named(monkeypatch, images):
+    monkeypatch.setattr(scratchnet.ops, "conv2d_backward", _scaled(scratchnet.ops.conv2d_backward, 0))
+    case = parity.check_model(RECIPES["conv3"], np.float64, batch_size=2, data=images)
+    assert not case.ok and case.first_failure == "conv3 input gradient", case.table()
+    # Everything before it in backward order is still right.
+    rows = [r.tensor for r in case.rows]
+    assert all(r.ok for r in case.rows[:rows.index("conv3 input gradient")])
+    layer = next(c for c in parity.layer_grid() if c.label.startswith("conv "))
+    assert parity.check_layer(layer, np.float64).first_failure == "dx (input gradient)"
+
+
+def test_broken_dense_weight_gradient_is_named(monkeypatch, images):
+    monkeypatch.setattr(scratchnet.ops, "dense_backward", _scaled(scratchnet.ops.dense_backward, 1))
+    case = parity.check_model(RECIPES["deep-cnn"], np.float64, batch_size=2, data=images)
+    assert case.first_failure == "fc2/w gradient", case.table()
+
+
+def test_broken_lstm_kernel_gradient_is_named(monkeypatch, images):
+    monkeypatch.setattr(scratchnet.ops, "lstm_backward", _scaled(scratchnet.ops.lstm_backward, 1))
+    case = parity.check_model(RECIPES["lstm"], np.float64, batch_size=2, data=images)
+    assert case.first_failure == "lstm/kernel gradient", case.table()
+
+
+def test_broken_relu_kink_is_named(monkeypatch):
+    monkeypatch.setattr(scratchnet.ops, "relu_backward",
+                        lambda dy, x: np.where(x >= 0, dy, 0).astype(dy.dtype))  # ReLU'(0) = 1: wrong
+    case = next(c for c in parity.layer_grid() if c.inputs == "relu_zeros")
+    assert parity.check_layer(case, np.float64).first_failure == "dx (input gradient)"
+
+
+def test_broken_maxpool_tie_rule_is_named(monkeypatch):
+    """A pool that sends the gradient to the LAST maximum agrees everywhere but at ties."""
+    from scratchnet.ops import conv
+
+    def last_max_forward(x, ksize=(2, 2), stride=(2, 2), padding="SAME"):
+        (kh, kw), (sh, sw) = ksize, stride
+        (ho, wo), pads = conv.spatial_geometry(x.shape, ksize, stride, padding)
+        xp = conv.pad_spatial(x, pads, value=-np.inf)
+        y, argmax = np.full((x.shape[0], ho, wo, x.shape[3]), -np.inf, x.dtype), None
+        argmax = np.zeros(y.shape, np.int32)
+        for p in range(kh):
+            for q in range(kw):
+                v = xp[:, p:p + sh * ho:sh, q:q + sw * wo:sw, :]
+                better = v >= y  # wrong: a later equal value takes over
+                y[better], argmax[better] = v[better], p * kw + q
+        return y, (x.shape, xp.shape, pads, ksize, stride, argmax)
+    monkeypatch.setattr(scratchnet.ops, "max_pool_forward", last_max_forward)
+    plain = next(c for c in parity.layer_grid() if c.label.startswith("maxpool 2/2 SAME on 7x7"))
+    assert parity.check_layer(plain, np.float64).ok  # no ties: nothing to see
+    ties = next(c for c in parity.layer_grid() if c.inputs == "pool_ties")
+    assert parity.check_layer(ties, np.float64).first_failure == "dx (input gradient)"
+
+
+def test_broken_optimizer_is_caught_at_its_first_step(monkeypatch, images):
+    from scratchnet.optim import optimizers
+
+    original = optimizers.Adam._update
+
+    def drifting(self, key, p, g, lr):
+        original(self, key, p, g, lr)
+        if self.iterations == 2 and key == "fc2/b":  # the third update of one tensor goes wrong
+            p *= 1 + 1e-6
+    monkeypatch.setattr(optimizers.Adam, "_update", drifting)
+    case = parity.compare_trajectory(RECIPES["mlp5"], np.float64, steps=5, batch_size=4, data=images)
+    assert case.failing_step == 3 and case.first_failure.startswith("step 3: params/fc2/b"), case.first_failure
+
+
+def test_cli_exit_status(capsys):
+    from scratchnet.cli import main
+
+    assert main(["parity", "--sections", "ema", "schedules", "--dtype", "float64", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "all passed" in out and "float64 tensor" in out
+
+
+def test_cli_fails_on_a_broken_backward(monkeypatch, capsys):
+    from scratchnet.cli import main
+
+    monkeypatch.setattr(scratchnet.ops, "tanh_backward", _scaled(scratchnet.ops.tanh_backward, None, 1.001))
+    assert main(["parity", "--sections", "layers", "--quiet"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL layers [float64] tanh" in out and "first divergence at dx (input gradient)" in out
+
+
+# --- slow: the full grid and long trajectories -------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
+def test_layers_full_grid(dtype):
+    assert_all_pass(parity.run_layers(dtype, full=True))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
+@pytest.mark.parametrize("recipe", list(RECIPES))
+def test_trajectory_100_steps(recipe, dtype, images):
+    case = parity.compare_trajectory(RECIPES[recipe], dtype, steps=100, batch_size=16, data=images)
+    assert case.ok, case.table()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", ["mlp", "lstm", "conv3"])
+def test_trajectory_recipe_batch_size_float64(recipe, images):
+    case = parity.compare_trajectory(RECIPES[recipe], np.float64, steps=100, batch_size=None, data=images)
+    assert case.ok, case.table()
