@@ -751,9 +751,11 @@ def summary(cases: list[Case]) -> str:
 def run(args) -> int:
     """``scratchnet parity``: run, print the tables and the summary; 0 if everything passed."""
     dtypes = ["float64", "float32"] if args.dtype == "both" else [args.dtype]
-    print("scratchnet vs TensorFlow. float64: judged on the max relative error; TF receives every "
-          "hyperparameter as a float64 tensor.\nfloat32: judged on the scaled error max|a-b|/max|b|; "
-          "TF receives Python floats, as the tutorials wrote them.\n")
+    print("scratchnet (reference) vs TensorFlow (oracle).\n"
+          "float64: judged on the max relative error (floor 1e-4 of each tensor's scale); TF receives "
+          "every hyperparameter as a float64 tensor.\n"
+          "float32: judged on the scaled error max|a-b|/max|b| (trajectories: the norm error "
+          "||a-b||/||b||); TF receives Python floats, as the tutorials wrote them.\n")
     cases = []
     for dtype in dtypes:
         cases += run_sections(np.dtype(dtype), args.sections, full=args.full, steps=args.steps,
