@@ -27,6 +27,7 @@ from .model import Sequential
 from .ops import l2_penalty, softmax_cross_entropy
 from .optim import ExponentialMovingAverage, make_optimizer
 from .recipes import Recipe
+from .rng import generator_state, set_generator_state
 
 EVAL_BATCH = 1000  # never push all 10,000 test images through at once
 
@@ -111,20 +112,6 @@ class Trainer:
         for layer in self.dropout_layers:
             set_generator_state(layer.rng, arrays[f"rng/{layer.name}"])
         self.step = int(arrays["step"])
-
-
-def generator_state(rng: np.random.Generator) -> np.ndarray:
-    """A PCG64 generator's state as uint64 words: [state_hi, state_lo, inc_hi, inc_lo, has_uint32, uinteger]."""
-    s = rng.bit_generator.state
-    words = [w for v in (s["state"]["state"], s["state"]["inc"]) for w in (v >> 64, v & (2**64 - 1))]
-    return np.array(words + [s["has_uint32"], s["uinteger"]], np.uint64)
-
-
-def set_generator_state(rng: np.random.Generator, words: np.ndarray) -> None:
-    w = [int(v) for v in words]
-    rng.bit_generator.state = {"bit_generator": "PCG64",
-                               "state": {"state": (w[0] << 64) | w[1], "inc": (w[2] << 64) | w[3]},
-                               "has_uint32": w[4], "uinteger": w[5]}
 
 
 def run(trainer, mnist, *, out_dir: Path, seed: int, resume: Path | None = None,
