@@ -651,6 +651,7 @@ def compare_trajectory(recipe, dtype=np.float64, *, steps: int = 100, batch_size
     b = recipe.batch_size
     note = (f"{steps} steps, batch {b}, seed {seed}; TF hyperparameters "
             f"{'as float64 tensors' if dtype == np.float64 else 'as Python floats (float32)'}; "
+            f"{'scratchnet EMA decay in float32 (as TF); ' if recipe.ema_decay else ''}"
             f"state compared at steps {checkpoints(steps)}")
     case = _new_case("trajectories", f"{recipe.name} ({recipe.optimizer})", dtype, note=note)
     marks = set(checkpoints(steps))
