@@ -3,6 +3,12 @@
 Every backend is a module exposing the functions of ``scratchnet.ops`` with the same
 signatures. Choose one per layer (``Conv2D(..., backend="reference")``), for the process
 (``set_backend("reference")``), or from the environment (``SCRATCHNET_BACKEND``).
+
+* ``"reference"``: ``scratchnet.ops``, plain NumPy, the version to read.
+* ``"fast"`` (the default): ``scratchnet.kernels``, Numba + BLAS kernels that agree with
+  the reference (``tests/test_kernels.py``) and are several times faster
+  (``docs/performance.md``). A forward's cache must go to the same backend's backward,
+  which the layers guarantee by asking the same backend for both.
 """
 
 from __future__ import annotations
@@ -10,8 +16,8 @@ from __future__ import annotations
 import importlib
 import os
 
-BACKENDS = {"reference": "scratchnet.ops"}
-DEFAULT = "reference"
+BACKENDS = {"reference": "scratchnet.ops", "fast": "scratchnet.kernels"}
+DEFAULT = "fast"
 
 _active = os.environ.get("SCRATCHNET_BACKEND", DEFAULT)
 

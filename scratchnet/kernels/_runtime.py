@@ -1,0 +1,160 @@
+"""Shared machinery of the fast kernels: the Numba cache location, the worker threads and
+the BLAS thread switch.
+
+Threading model (one rule, so the two kinds of threads never nest):
+
+* Every Numba kernel here is *serial* and compiled with ``nogil=True``; none uses
+  ``parallel=True``, so Numba's own threading layer is never started.
+* Parallelism comes from a small pool of Python threads (``NUM_THREADS``, one per core).
+  Each worker runs a Numba kernel or a BLAS call on its slice of the work; both release
+  the GIL, so the workers really run at the same time.
+* While the workers call BLAS, OpenBLAS is switched to ONE thread (``blas_single``), so
+  2 workers × 1 BLAS thread = 2 busy cores, never 2 × 2. Outside those sections BLAS
+  keeps its normal thread count and large single GEMMs (dense layers, LSTM steps) use
+  both cores by themselves.
+
+Numba cache (``cache=True`` on every kernel): compiled machine code is stored so that a
+second process loads it instead of compiling (compilation of all kernels takes tens of
+seconds; loading, well under a second). Numba's default location is ``__pycache__`` next
+to this package. When that is not writable (a read-only install) and ``NUMBA_CACHE_DIR``
+is not set, we point Numba at ``$XDG_CACHE_HOME/scratchnet/numba`` (``~/.cache/...``),
+before any kernel is defined. An explicit ``NUMBA_CACHE_DIR`` always wins.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+
+def _choose_cache_dir() -> str | None:
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return None  # the user decided
+    pycache = Path(__file__).resolve().parent / "__pycache__"
+    try:
+        pycache.mkdir(exist_ok=True)
+        probe = pycache / f".write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+        return None  # Numba's in-tree default works
+    except OSError:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        return str(base / "scratchnet" / "numba")
+
+
+_cache_dir = _choose_cache_dir()
+
+import numba  # noqa: E402  (after the cache decision, which must precede every @njit)
+
+if _cache_dir is not None:
+    Path(_cache_dir).mkdir(parents=True, exist_ok=True)
+    numba.config.CACHE_DIR = _cache_dir
+
+CACHE_DIR = numba.config.CACHE_DIR or str(Path(__file__).resolve().parent / "__pycache__")
+
+
+def njit(fn):
+    """Serial, GIL-free, cached Numba compilation. No fastmath: the kernels here are
+    data movement, comparisons and a few multiply-adds whose results must match the
+    NumPy reference, and NaN/inf must behave as in NumPy."""
+    return numba.njit(nogil=True, cache=True, error_model="numpy")(fn)
+
+
+def _num_threads() -> int:
+    env = os.environ.get("SCRATCHNET_NUM_THREADS")
+    if env:
+        return max(1, int(env))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+NUM_THREADS = _num_threads()
+_pool = ThreadPoolExecutor(max_workers=NUM_THREADS, thread_name_prefix="scratchnet") if NUM_THREADS > 1 else None
+
+
+def parallel(fn, n_items: int, min_per_thread: int = 1):
+    """Run ``fn(start, stop)`` over ``range(n_items)`` split into contiguous parts, one
+    per worker thread (fewer if the parts would be smaller than ``min_per_thread``).
+    Returns the list of results in order."""
+    parts = max(1, min(NUM_THREADS, n_items // max(1, min_per_thread)))
+    if parts == 1 or _pool is None:
+        return [fn(0, n_items)]
+    bounds = [n_items * k // parts for k in range(parts + 1)]
+    futures = [_pool.submit(fn, bounds[k], bounds[k + 1]) for k in range(1, parts)]
+    first = fn(bounds[0], bounds[1])  # the calling thread does the first part itself
+    return [first] + [f.result() for f in futures]
+
+
+# --- OpenBLAS thread count --------------------------------------------------------------
+
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_saved = None
+
+
+def _find_blas():
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return None
+    libs = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
+    # NumPy's own BLAS (the one np.matmul calls) is the one loaded from numpy's folders.
+    mine = [c for c in libs if "numpy" in str(c.filepath)] or libs
+    return mine[0] if mine else None
+
+
+_blas = None
+_blas_searched = False
+
+
+@contextmanager
+def blas_single():
+    """Inside: NumPy's BLAS uses one thread (the worker threads supply the parallelism)."""
+    global _blas, _blas_searched, _blas_users, _blas_saved
+    if NUM_THREADS == 1:
+        yield
+        return
+    if not _blas_searched:
+        _blas, _blas_searched = _find_blas(), True
+    if _blas is None:
+        yield
+        return
+    with _blas_lock:
+        if _blas_users == 0:
+            _blas_saved = _blas.get_num_threads()
+            _blas.set_num_threads(1)
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                _blas.set_num_threads(_blas_saved)
+
+
+# --- per-thread scratch buffers ----------------------------------------------------------
+
+_local = threading.local()
+
+
+def scratch(slot: str, shape, dtype) -> np.ndarray:
+    """A reusable per-thread buffer of at least ``shape`` (2-D), returned as a view of that
+    exact shape. Reusing it avoids the page faults of a fresh multi-megabyte allocation
+    on every call."""
+    cache = getattr(_local, "bufs", None)
+    if cache is None:
+        cache = _local.bufs = {}
+    key = (slot, np.dtype(dtype).str)
+    need = int(np.prod(shape))
+    buf = cache.get(key)
+    if buf is None or buf.size < need:
+        buf = cache[key] = np.empty(need, dtype)
+    return buf[:need].reshape(shape)

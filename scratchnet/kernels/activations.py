@@ -1,0 +1,50 @@
+"""Fast ReLU: one pass, split over the worker threads.
+
+``relu_forward`` returns ``max(x, 0)`` with NumPy's semantics (NaN stays NaN);
+``relu_backward`` returns ``dy`` where ``x > 0`` and 0 elsewhere (TensorFlow's rule,
+gradient 0 at exactly 0 and at NaN), in one pass instead of the reference's boolean
+mask + ``where`` + cast. The other activations are re-exported from ``scratchnet.ops``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._runtime import njit, parallel
+
+_MIN_PER_THREAD = 1 << 16  # below ~64K elements a second thread costs more than it saves
+
+
+@njit
+def _relu(x, y, a, b):
+    zero = x.dtype.type(0)
+    for k in range(a, b):
+        v = x[k]
+        y[k] = zero if v <= zero else v  # -0.0 -> +0.0 and NaN -> NaN, like np.maximum
+
+
+@njit
+def _relu_grad(dy, x, dx, a, b):
+    zero = dy.dtype.type(0)
+    for k in range(a, b):
+        dx[k] = dy[k] if x[k] > 0 else zero
+
+
+def relu_forward(x):
+    """y = max(x, 0); the cache is x."""
+    if not x.flags.c_contiguous:
+        return np.maximum(x, 0), x
+    y = np.empty_like(x)
+    xf, yf = x.reshape(-1), y.reshape(-1)
+    parallel(lambda a, b: _relu(xf, yf, a, b), xf.size, _MIN_PER_THREAD)
+    return y, x
+
+
+def relu_backward(dy, x):
+    """dx = dy · [x > 0]."""
+    if not (dy.flags.c_contiguous and x.flags.c_contiguous) or dy.shape != x.shape:
+        return np.where(x > 0, dy, 0).astype(dy.dtype, copy=False)
+    dx = np.empty_like(dy)
+    d, xf, o = dy.reshape(-1), x.reshape(-1), dx.reshape(-1)
+    parallel(lambda a, b: _relu_grad(d, xf, o, a, b), d.size, _MIN_PER_THREAD)
+    return dx

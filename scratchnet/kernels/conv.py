@@ -1,0 +1,197 @@
+"""Fast 2-D convolution: chunked NHWC im2col (Numba) + one-thread sgemm per worker.
+
+Same maths and conventions as ``scratchnet.ops.conv`` (read that file first). The
+reference builds the whole im2col matrix (for deep-CNN conv2: 9800 × 800 floats = 31 MB,
+as large as the L3 cache) and hands it to one big product. Here every worker thread
+takes a contiguous range of output pixels and walks it in chunks of ``ROWS`` rows:
+
+    col   = im2col(x, rows s..e)           [r, KH·KW·C]   (Numba; ~1 MB, stays in cache)
+    y[s:e] = col @ W2 + b                   W2 = w.reshape(KH·KW·C, F)   (sgemm, 1 thread)
+
+so the column matrix is written and read while it is still in L2/L3, and the two cores
+run two independent GEMMs instead of synchronising inside one.
+
+Backward, with dY [N, Ho, Wo, F] seen as a matrix [N·Ho·Wo, F]:
+
+* dW: the same chunks are rebuilt from x (cheaper than keeping 31 MB around) and each
+  worker accumulates ``colᵀ @ dY[s:e]`` into its own [K, F] partial sum; the partial sums
+  are added at the end (no write races, no atomics).
+* dX, stride 1 (and C ≥ 4): the input gradient is itself a convolution, of dY with the
+  filter flipped in space and with C and F swapped, padded by (KH-1-top, KW-1-left):
+
+      dx[n, h, v, c] = Σ_{p,q,f} dY[n, h + top - p, v + left - q, f] · w[p, q, c, f]
+
+  so it reuses the forward machinery (im2col of dY + GEMM) and needs no scatter.
+* dX otherwise (stride 2, or C < 4 where that GEMM would be a thin matrix-vector
+  product): ``dcol = dY[s:e] @ W2ᵀ`` per chunk, then a Numba col2im adds each row's
+  KH·KW contiguous C-vectors back into dx. Workers own whole images, so overlapping
+  windows never race.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..ops.conv import spatial_geometry
+from ._runtime import blas_single, njit, parallel, scratch
+
+ROWS_TARGET_BYTES = 1 << 20  # ~1 MB column chunk: L2-sized (512 KB) to L3-sized
+MIN_ROWS, MAX_ROWS = 64, 2048
+
+
+def _chunk_rows(k: int, itemsize: int) -> int:
+    return int(min(MAX_ROWS, max(MIN_ROWS, ROWS_TARGET_BYTES // max(1, k * itemsize))))
+
+
+@njit
+def _pixel(r, ho, wo):
+    """Output pixel r = (n·Ho + i)·Wo + j  ->  (n, i, j)."""
+    n = r // (ho * wo)
+    rem = r - n * ho * wo
+    i = rem // wo
+    return n, i, rem - i * wo
+
+
+@njit
+def _im2col(x, col, r0, r1, kh, kw, stride, pt, pl, ho, wo):
+    """col[r - r0, (p·KW + q)·C + c] = x[n, i·s + p - pt, j·s + q - pl, c] (0 outside x)
+    for output pixels r = (n·Ho + i)·Wo + j in [r0, r1)."""
+    h, w, c = x.shape[1], x.shape[2], x.shape[3]
+    zero = x.dtype.type(0)
+    for r in range(r0, r1):
+        n, i, j = _pixel(r, ho, wo)
+        row = r - r0
+        for p in range(kh):
+            ih = i * stride + p - pt
+            for q in range(kw):
+                iw = j * stride + q - pl
+                base = (p * kw + q) * c
+                if 0 <= ih < h and 0 <= iw < w:
+                    for ch in range(c):
+                        col[row, base + ch] = x[n, ih, iw, ch]
+                else:
+                    for ch in range(c):
+                        col[row, base + ch] = zero
+
+
+@njit
+def _col2im_add(dcol, dx, r0, r1, kh, kw, stride, pt, pl, ho, wo):
+    """The adjoint of ``_im2col``: dx[n, i·s + p - pt, j·s + q - pl, :] += dcol[r - r0, (p, q), :]."""
+    h, w, c = dx.shape[1], dx.shape[2], dx.shape[3]
+    for r in range(r0, r1):
+        n, i, j = _pixel(r, ho, wo)
+        row = r - r0
+        for p in range(kh):
+            ih = i * stride + p - pt
+            if ih < 0 or ih >= h:
+                continue
+            for q in range(kw):
+                iw = j * stride + q - pl
+                if iw < 0 or iw >= w:
+                    continue
+                base = (p * kw + q) * c
+                for ch in range(c):
+                    dx[n, ih, iw, ch] += dcol[row, base + ch]
+
+
+def _correlate(src, w2, kh, kw, stride, pt, pl, out_hw, bias=None):
+    """y [N, Ho, Wo, F] = im2col(src) @ w2 (+ bias), chunked over the worker threads."""
+    n = src.shape[0]
+    ho, wo = out_hw
+    k, f = w2.shape
+    m = n * ho * wo
+    y = np.empty((n, ho, wo, f), src.dtype)
+    y2 = y.reshape(m, f)
+    rows = _chunk_rows(k, src.itemsize)
+
+    def work(a, b):
+        col = scratch("col", (rows, k), src.dtype)
+        for s in range(a, b, rows):
+            e = min(s + rows, b)
+            _im2col(src, col, s, e, kh, kw, stride, pt, pl, ho, wo)
+            out = y2[s:e]
+            np.matmul(col[:e - s], w2, out=out)
+            if bias is not None:
+                out += bias
+
+    with blas_single():
+        parallel(work, m, min_per_thread=rows)
+    return y
+
+
+def conv2d_forward(x, w, b, stride: int = 1, padding: str = "SAME"):
+    """Return ``y [N, Ho, Wo, F]`` and the cache for ``conv2d_backward`` (this module's)."""
+    kh, kw, c, f = w.shape
+    out_hw, pads = spatial_geometry(x.shape, (kh, kw), (stride, stride), padding)
+    x = np.ascontiguousarray(x)
+    w2 = np.ascontiguousarray(w).reshape(kh * kw * c, f)
+    y = _correlate(x, w2, kh, kw, stride, pads[0][0], pads[1][0], out_hw, bias=b)
+    return y, (x, w, stride, out_hw, pads)
+
+
+def _filter_grad(x, dy2, kh, kw, stride, pt, pl, out_hw):
+    n, c = x.shape[0], x.shape[3]
+    ho, wo = out_hw
+    m, f = dy2.shape
+    k = kh * kw * c
+    rows = _chunk_rows(k, x.itemsize)
+
+    def work(a, b):
+        col = scratch("col", (rows, k), x.dtype)
+        part = scratch("dw_part", (k, f), x.dtype)
+        acc = np.zeros((k, f), x.dtype)
+        for s in range(a, b, rows):
+            e = min(s + rows, b)
+            _im2col(x, col, s, e, kh, kw, stride, pt, pl, ho, wo)
+            np.matmul(col[:e - s].T, dy2[s:e], out=part)
+            acc += part
+        return acc
+
+    with blas_single():
+        parts = parallel(work, m, min_per_thread=rows)
+    dw = parts[0]
+    for p in parts[1:]:
+        dw += p
+    return dw
+
+
+def _input_grad_scatter(dy2, w2, x_shape, kh, kw, stride, pt, pl, out_hw):
+    n = x_shape[0]
+    ho, wo = out_hw
+    k, f = w2.shape
+    dx = np.zeros(x_shape, dy2.dtype)
+    rows = _chunk_rows(k, dy2.itemsize)
+    w2t = w2.T
+    per_image = ho * wo
+
+    def work(n0, n1):  # whole images: no two workers touch the same dx pixel
+        dcol = scratch("col", (rows, k), dy2.dtype)
+        a, b = n0 * per_image, n1 * per_image
+        for s in range(a, b, rows):
+            e = min(s + rows, b)
+            np.matmul(dy2[s:e], w2t, out=dcol[:e - s])
+            _col2im_add(dcol, dx, s, e, kh, kw, stride, pt, pl, ho, wo)
+
+    with blas_single():
+        parallel(work, n)
+    return dx
+
+
+def conv2d_backward(dy, cache):
+    """Return ``dx [N, H, W, C], dw [KH, KW, C, F], db [F]``."""
+    x, w, stride, out_hw, pads = cache
+    kh, kw, c, f = w.shape
+    (pt, _), (pl, _) = pads
+    dy = np.ascontiguousarray(dy)
+    dy2 = dy.reshape(-1, f)
+    db = dy2.sum(axis=0)
+    dw = _filter_grad(x, dy2, kh, kw, stride, pt, pl, out_hw).reshape(w.shape)
+    if stride == 1 and c >= 4:
+        # flip in space, swap C and F: wt[p', q', f, c] = w[KH-1-p', KW-1-q', c, f]
+        wt = np.ascontiguousarray(w[::-1, ::-1].transpose(0, 1, 3, 2)).reshape(kh * kw * f, c)
+        dx = _correlate(dy, wt, kh, kw, 1, kh - 1 - pt, kw - 1 - pl, x.shape[1:3])
+    else:
+        w2 = np.ascontiguousarray(w).reshape(kh * kw * c, f)
+        dx = _input_grad_scatter(dy2, w2, x.shape, kh, kw, stride, pt, pl, out_hw)
+    return dx, dw, db
+

@@ -1,0 +1,252 @@
+"""The fast kernels (``scratchnet.kernels``) agree with the NumPy reference (``scratchnet.ops``).
+
+Every case runs forward AND backward, in float64 and float32, each backend consuming its
+own cache. Errors are measured relative to the scale of the reference result:
+``max|fast - ref| <= tol · max|ref|``.
+
+* float64: tol = 1e-12. The kernels reorder sums (chunked GEMMs, hoisted products,
+  per-thread partial sums), which moves results by a few units in the last place
+  (u = 1.1e-16) times the number of terms; 1e-12 leaves a factor > 10 of headroom for
+  sums of up to ~1000 terms and still catches any real mistake (a wrong index, a missing
+  term, a wrong padding offset all give errors of order 1).
+* float32: tol = 2e-5. The same reordering with u = 6e-8: a sum of K terms of mixed signs
+  moves by about sqrt(K)·u·(Σ|terms| / |sum|); for K up to 800 (deep-CNN conv2) and a
+  cancellation factor of a few, that is ~1e-5. Both backends make errors of this size
+  against the exact result; we check that they agree to within it.
+
+Max-pool forward (values and argmax) and ReLU are exact: no arithmetic is reordered.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import pytest
+
+import scratchnet.kernels as fast
+import scratchnet.ops as ref
+from scratchnet import backend
+
+DTYPES = [np.float64, np.float32]
+TOL = {np.float64: 1e-12, np.float32: 2e-5}
+
+
+def close(a, b, dtype, what=""):
+    assert a.shape == b.shape, f"{what}: shape {a.shape} != {b.shape}"
+    assert a.dtype == b.dtype, f"{what}: dtype {a.dtype} != {b.dtype}"
+    scale = max(float(np.abs(b).max()), np.finfo(dtype).tiny) if b.size else 1.0
+    err = float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max()) if b.size else 0.0
+    assert err <= TOL[dtype] * scale, f"{what}: max error {err:.3g} > {TOL[dtype]:g} × {scale:.3g}"
+
+
+def rand(rng, shape, dtype):
+    return rng.standard_normal(shape).astype(dtype)
+
+
+# --- the module as a backend -------------------------------------------------------------
+
+def test_same_names_and_signatures():
+    names = [n for n, v in vars(ref).items() if callable(v) and not n.startswith("_")
+             and not inspect.ismodule(v)]
+    assert "conv2d_forward" in names and "lstm_backward" in names
+    for n in names:
+        assert hasattr(fast, n), f"scratchnet.kernels lacks {n}"
+        assert inspect.signature(getattr(fast, n)) == inspect.signature(getattr(ref, n)), n
+
+
+def test_fast_is_registered_and_default():
+    assert backend.BACKENDS["fast"] == "scratchnet.kernels"
+    assert backend.DEFAULT == "fast"
+    assert backend.op("conv2d_forward", "fast") is fast.conv2d_forward
+
+
+def test_numba_cache_dir_is_writable(tmp_path):
+    import os
+    d = fast.CACHE_DIR
+    os.makedirs(d, exist_ok=True)
+    assert os.access(d, os.W_OK)
+
+
+# --- convolution ----------------------------------------------------------------------------
+
+CONV_CASES = [  # N, H, W, C, KH, KW, F, stride, padding
+    (1, 5, 5, 1, 3, 3, 2, 1, "SAME"),        # batch 1, C = 1 (scatter path for dx)
+    (2, 7, 9, 3, 3, 2, 5, 1, "SAME"),        # odd sizes, non-square kernel
+    (2, 28, 28, 1, 5, 5, 4, 2, "SAME"),      # stride 2, asymmetric SAME padding (1, 2)
+    (3, 14, 14, 6, 6, 6, 5, 1, "SAME"),      # even kernel: padding (2, 3); flipped-filter dx
+    (2, 9, 8, 5, 3, 3, 4, 2, "VALID"),
+    (2, 8, 8, 6, 4, 4, 3, 1, "VALID"),       # flipped-filter dx with VALID
+    (2, 14, 14, 8, 4, 4, 12, 2, "SAME"),     # Görner conv3-like
+    (1, 6, 7, 4, 2, 3, 3, 2, "SAME"),        # non-square kernel, stride 2
+    (5, 14, 14, 32, 5, 5, 8, 1, "SAME"),     # several chunks per thread, both threads busy
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: "x".join(map(str, c)))
+def test_conv2d(case, dtype):
+    n, h, w_, c, kh, kw, f, stride, padding = case
+    rng = np.random.default_rng(1)
+    x, w, b = rand(rng, (n, h, w_, c), dtype), rand(rng, (kh, kw, c, f), dtype), rand(rng, (f,), dtype)
+    y0, c0 = ref.conv2d_forward(x, w, b, stride, padding)
+    y1, c1 = fast.conv2d_forward(x, w, b, stride, padding)
+    close(y1, y0, dtype, "y")
+    dy = rand(rng, y0.shape, dtype)
+    for name, g1, g0 in zip(("dx", "dw", "db"), fast.conv2d_backward(dy, c1), ref.conv2d_backward(dy, c0)):
+        close(g1, g0, dtype, name)
+
+
+# --- max-pooling ----------------------------------------------------------------------------
+
+POOL_CASES = [  # shape, ksize, stride, padding
+    ((2, 28, 28, 32), (2, 2), (2, 2), "SAME"),   # pool1
+    ((1, 7, 7, 3), (2, 2), (2, 2), "SAME"),      # batch 1, padding (0, 1) with -inf
+    ((2, 9, 9, 4), (3, 3), (2, 2), "SAME"),      # overlapping windows
+    ((2, 8, 8, 2), (3, 3), (1, 1), "VALID"),     # heavily overlapping
+    ((2, 7, 10, 3), (2, 3), (1, 2), "SAME"),     # non-square window and stride
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("values", ["normal", "ties", "negative"])
+@pytest.mark.parametrize("case", POOL_CASES, ids=lambda c: f"{c[0]}k{c[1]}s{c[2]}{c[3]}")
+def test_max_pool(case, values, dtype):
+    shape, ksize, stride, padding = case
+    rng = np.random.default_rng(2)
+    if values == "ties":  # small integers and ReLU'd zeros: most windows have tied maxima
+        x = np.maximum(rng.integers(-2, 3, shape), 0).astype(dtype)
+    elif values == "negative":  # all negative: padding (-inf) must never win
+        x = -np.abs(rand(rng, shape, dtype)) - 1
+    else:
+        x = rand(rng, shape, dtype)
+    y0, c0 = ref.max_pool_forward(x, ksize, stride, padding)
+    y1, c1 = fast.max_pool_forward(x, ksize, stride, padding)
+    np.testing.assert_array_equal(y1, y0)
+    np.testing.assert_array_equal(c1[-1], c0[-1])  # argmax: first maximum in row-major order
+    dy = rand(rng, y0.shape, dtype)
+    close(fast.max_pool_backward(dy, c1), ref.max_pool_backward(dy, c0), dtype, "dx")
+
+
+def test_max_pool_tie_rule():
+    x = np.array([1, 3, 3, 0], np.float32).reshape(1, 2, 2, 1)
+    _, cache = fast.max_pool_forward(x)
+    dx = fast.max_pool_backward(np.ones((1, 1, 1, 1), np.float32), cache)
+    np.testing.assert_array_equal(dx.ravel(), [0, 1, 0, 0])
+
+
+# --- dense, relu, loss --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("shape", [(1, 3, 4), (7, 33, 5), (50, 3136, 64)])
+def test_dense(shape, dtype):
+    n, i, o = shape
+    rng = np.random.default_rng(3)
+    x, w, b = rand(rng, (n, i), dtype), rand(rng, (i, o), dtype), rand(rng, (o,), dtype)
+    y0, c0 = ref.dense_forward(x, w, b)
+    y1, c1 = fast.dense_forward(x, w, b)
+    close(y1, y0, dtype, "y")
+    dy = rand(rng, y0.shape, dtype)
+    for name, g1, g0 in zip(("dx", "dw", "db"), fast.dense_backward(dy, c1), ref.dense_backward(dy, c0)):
+        close(g1, g0, dtype, name)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("shape", [(3, 5), (50, 28, 28, 32)])
+def test_relu_exact(shape, dtype):
+    rng = np.random.default_rng(4)
+    x = rand(rng, shape, dtype)
+    flat = x.reshape(-1)
+    flat[:4] = [0.0, -0.0, np.nan, -np.inf]
+    y0, c0 = ref.relu_forward(x)
+    y1, c1 = fast.relu_forward(x)
+    np.testing.assert_array_equal(y1, y0)
+    assert np.array_equal(np.signbit(y1), np.signbit(y0))
+    dy = rand(rng, shape, dtype)
+    np.testing.assert_array_equal(fast.relu_backward(dy, c1), ref.relu_backward(dy, c0))
+    xt = x.T  # a non-contiguous input takes the NumPy path
+    np.testing.assert_array_equal(fast.relu_forward(xt)[0], ref.relu_forward(xt)[0])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("labels", ["ids", "onehot", "soft"])
+def test_softmax_cross_entropy(labels, dtype):
+    rng = np.random.default_rng(5)
+    z = rand(rng, (50, 10), dtype) * 5
+    z[0, 3], z[1] = 1e4, -1e4  # stable for huge logits
+    ids = rng.integers(0, 10, 50)
+    y = {"ids": ids, "onehot": np.eye(10, dtype=dtype)[ids],
+         "soft": rng.dirichlet(np.ones(10), 50).astype(dtype)}[labels]
+    l0, g0 = ref.softmax_cross_entropy(z, y)
+    l1, g1 = fast.softmax_cross_entropy(z, y)
+    assert type(l1) is type(l0) and np.isfinite(l1)
+    assert abs(float(l1) - float(l0)) <= TOL[dtype] * abs(float(l0))
+    close(g1, g0, dtype, "dlogits")
+
+
+def test_softmax_cross_entropy_errors():
+    z = np.zeros((2, 3), np.float32)
+    with pytest.raises(TypeError):
+        fast.softmax_cross_entropy(z, np.array([0.0, 1.0]))
+    with pytest.raises(ValueError):
+        fast.softmax_cross_entropy(z, np.zeros((2, 4), np.float32))
+
+
+# --- LSTM ---------------------------------------------------------------------------------------
+
+LSTM_CASES = [  # N, T, D, H, forget_bias
+    (1, 1, 3, 4, 1.0),     # T = 1, batch 1
+    (3, 5, 4, 6, 1.0),
+    (4, 28, 28, 8, 0.0),   # the recipe's sequence length, no forget bias
+    (2, 3, 5, 16, 1.0),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("case", LSTM_CASES, ids=lambda c: "x".join(map(str, c)))
+def test_lstm(case, dtype):
+    n, t, d, h, fb = case
+    rng = np.random.default_rng(6)
+    x = rand(rng, (n, t, d), dtype)
+    kernel = (rand(rng, (d + h, 4 * h), dtype) * 0.5).astype(dtype)
+    bias = rand(rng, (4 * h,), dtype)
+    h0, c0 = ref.lstm_forward(x, kernel, bias, fb)
+    h1, c1 = fast.lstm_forward(x, kernel, bias, fb)
+    close(h1, h0, dtype, "h")
+    dh = rand(rng, h0.shape, dtype)
+    for name, g1, g0 in zip(("dx", "dkernel", "dbias"), fast.lstm_backward(dh, c1), ref.lstm_backward(dh, c0)):
+        close(g1, g0, dtype, name)
+
+
+def test_lstm_saturated_gates():
+    """Pre-activations of ±200: exp overflows to inf inside the sigmoid, which must give
+    exactly 0 or 1 (and no warning leaks out)."""
+    rng = np.random.default_rng(7)
+    x = rand(rng, (2, 3, 4), np.float32) * 100
+    kernel, bias = rand(rng, (4 + 5, 20), np.float32), np.zeros(20, np.float32)
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        h1, _ = fast.lstm_forward(x, kernel, bias, 1.0)
+    h0, _ = ref.lstm_forward(x, kernel, bias, 1.0)
+    close(h1, h0, np.float32, "h")
+
+
+# --- layers through the backend switch --------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_model_through_backend(dtype):
+    """A small CNN, built twice with the same weights, one per backend."""
+    from scratchnet.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU
+    from scratchnet.model import Sequential
+
+    def make(name):
+        return Sequential([Conv2D(3, 1, 4, backend=name), ReLU(backend=name), MaxPool2D(2, backend=name),
+                           Conv2D(3, 4, 6, stride=2, backend=name), ReLU(backend=name), Flatten(),
+                           Dense(4 * 4 * 6, 5, backend=name)], seed=0, dtype=dtype)
+    m_ref, m_fast = make("reference"), make("fast")
+    x = np.random.default_rng(8).standard_normal((3, 14, 14, 1)).astype(dtype)
+    y0, y1 = m_ref.forward(x, training=True), m_fast.forward(x, training=True)
+    close(y1, y0, dtype, "logits")
+    dy = np.ones_like(y0)
+    close(m_fast.backward(dy), m_ref.backward(dy), dtype, "dx")
+    for k in m_ref.grads:
+        close(m_fast.grads[k], m_ref.grads[k], dtype, k)
