@@ -177,21 +177,30 @@ def _input_grad_scatter(dy2, w2, x_shape, kh, kw, stride, pt, pl, out_hw):
     return dx
 
 
-def conv2d_backward(dy, cache):
-    """Return ``dx [N, H, W, C], dw [KH, KW, C, F], db [F]``."""
+def conv2d_backward_filter(dy, cache):
+    """``dw [KH, KW, C, F]`` alone (for benchmarks; ``conv2d_backward`` is what layers call)."""
+    x, w, stride, out_hw, pads = cache
+    kh, kw, c, f = w.shape
+    dy2 = np.ascontiguousarray(dy).reshape(-1, f)
+    return _filter_grad(x, dy2, kh, kw, stride, pads[0][0], pads[1][0], out_hw).reshape(w.shape)
+
+
+def conv2d_backward_input(dy, cache):
+    """``dx [N, H, W, C]`` alone (for benchmarks; ``conv2d_backward`` is what layers call)."""
     x, w, stride, out_hw, pads = cache
     kh, kw, c, f = w.shape
     (pt, _), (pl, _) = pads
     dy = np.ascontiguousarray(dy)
-    dy2 = dy.reshape(-1, f)
-    db = dy2.sum(axis=0)
-    dw = _filter_grad(x, dy2, kh, kw, stride, pt, pl, out_hw).reshape(w.shape)
     if stride == 1 and c >= 4:
         # flip in space, swap C and F: wt[p', q', f, c] = w[KH-1-p', KW-1-q', c, f]
         wt = np.ascontiguousarray(w[::-1, ::-1].transpose(0, 1, 3, 2)).reshape(kh * kw * f, c)
-        dx = _correlate(dy, wt, kh, kw, 1, kh - 1 - pt, kw - 1 - pl, x.shape[1:3])
-    else:
-        w2 = np.ascontiguousarray(w).reshape(kh * kw * c, f)
-        dx = _input_grad_scatter(dy2, w2, x.shape, kh, kw, stride, pt, pl, out_hw)
-    return dx, dw, db
+        return _correlate(dy, wt, kh, kw, 1, kh - 1 - pt, kw - 1 - pl, x.shape[1:3])
+    w2 = np.ascontiguousarray(w).reshape(kh * kw * c, f)
+    return _input_grad_scatter(dy.reshape(-1, f), w2, x.shape, kh, kw, stride, pt, pl, out_hw)
 
+
+def conv2d_backward(dy, cache):
+    """Return ``dx [N, H, W, C], dw [KH, KW, C, F], db [F]``."""
+    dy = np.ascontiguousarray(dy)
+    db = dy.reshape(-1, dy.shape[-1]).sum(axis=0)
+    return conv2d_backward_input(dy, cache), conv2d_backward_filter(dy, cache), db

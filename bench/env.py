@@ -1,0 +1,49 @@
+"""Thread settings shared by every benchmark process, applied before NumPy or TF load.
+
+All implementations get the same number of threads (the cores we may use): OpenBLAS
+and scratchnet's worker pool through environment variables read at library load, and
+TensorFlow through ``tf.config.threading`` before its first op. ``OPENBLAS_THREAD_TIMEOUT``
+makes idle OpenBLAS threads sleep soon instead of spinning into the next measurement.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+THREADS = int(os.environ.get("BENCH_THREADS", cores()))
+
+
+def apply() -> None:
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "SCRATCHNET_NUM_THREADS"):
+        os.environ.setdefault(var, str(THREADS))
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def onednn() -> bool:
+    """TensorFlow's oneDNN switch as this process will see it (read once, at TF import;
+    off by default on this AMD CPU)."""
+    return os.environ.get("TF_ENABLE_ONEDNN_OPTS", "0").lower() in ("1", "true")
+
+
+_tf = None
+
+
+def import_tf():
+    """TensorFlow with intra-op = inter-op = THREADS, set before its first op."""
+    global _tf
+    if _tf is None:
+        apply()
+        import tensorflow as tf
+        tf.config.threading.set_intra_op_parallelism_threads(THREADS)
+        tf.config.threading.set_inter_op_parallelism_threads(THREADS)
+        _tf = tf
+    return _tf
