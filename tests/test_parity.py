@@ -70,6 +70,12 @@ def test_grid_covers_the_traps():
 
 
 # --- the harness names what breaks --------------------------------------------------------------
+# These break a function of the reference backend (scratchnet.ops), so they pin it.
+
+@pytest.fixture
+def reference_backend(monkeypatch):
+    from scratchnet import backend
+    monkeypatch.setattr(backend, "_active", "reference")
 
 def _scaled(fn, which, factor=1 + 1e-7):
     """``fn`` with output number ``which`` multiplied by ``factor`` (a deliberately broken backward)."""
@@ -82,7 +88,7 @@ def _scaled(fn, which, factor=1 + 1e-7):
     return broken
 
 
-def test_broken_conv_input_gradient_is_named(monkeypatch, images):
+def test_broken_conv_input_gradient_is_named(reference_backend, monkeypatch, images):
     monkeypatch.setattr(scratchnet.ops, "conv2d_backward", _scaled(scratchnet.ops.conv2d_backward, 0))
     case = parity.check_model(RECIPES["conv3"], np.float64, batch_size=2, data=images)
     assert not case.ok and case.first_failure == "conv3 input gradient", case.table()
@@ -93,26 +99,26 @@ def test_broken_conv_input_gradient_is_named(monkeypatch, images):
     assert parity.check_layer(layer, np.float64).first_failure == "dx (input gradient)"
 
 
-def test_broken_dense_weight_gradient_is_named(monkeypatch, images):
+def test_broken_dense_weight_gradient_is_named(reference_backend, monkeypatch, images):
     monkeypatch.setattr(scratchnet.ops, "dense_backward", _scaled(scratchnet.ops.dense_backward, 1))
     case = parity.check_model(RECIPES["deep-cnn"], np.float64, batch_size=2, data=images)
     assert case.first_failure == "fc2/w gradient", case.table()
 
 
-def test_broken_lstm_kernel_gradient_is_named(monkeypatch, images):
+def test_broken_lstm_kernel_gradient_is_named(reference_backend, monkeypatch, images):
     monkeypatch.setattr(scratchnet.ops, "lstm_backward", _scaled(scratchnet.ops.lstm_backward, 1))
     case = parity.check_model(RECIPES["lstm"], np.float64, batch_size=2, data=images)
     assert case.first_failure == "lstm/kernel gradient", case.table()
 
 
-def test_broken_relu_kink_is_named(monkeypatch):
+def test_broken_relu_kink_is_named(reference_backend, monkeypatch):
     monkeypatch.setattr(scratchnet.ops, "relu_backward",
                         lambda dy, x: np.where(x >= 0, dy, 0).astype(dy.dtype))  # ReLU'(0) = 1: wrong
     case = next(c for c in parity.layer_grid() if c.inputs == "relu_zeros")
     assert parity.check_layer(case, np.float64).first_failure == "dx (input gradient)"
 
 
-def test_broken_maxpool_tie_rule_is_named(monkeypatch):
+def test_broken_maxpool_tie_rule_is_named(reference_backend, monkeypatch):
     """A pool that sends the gradient to the LAST maximum agrees everywhere but at ties."""
     from scratchnet.ops import conv
 
@@ -157,7 +163,7 @@ def test_cli_exit_status(capsys):
     assert "all passed" in out and "float64 tensor" in out
 
 
-def test_cli_fails_on_a_broken_backward(monkeypatch, capsys):
+def test_cli_fails_on_a_broken_backward(reference_backend, monkeypatch, capsys):
     from scratchnet.cli import main
 
     monkeypatch.setattr(scratchnet.ops, "tanh_backward", _scaled(scratchnet.ops.tanh_backward, None, 1.001))
