@@ -1,6 +1,7 @@
 # Two entry points, each sets itself up first:
 #   make train   -> install into .venv, train a model on the bundled MNIST, print test accuracy
-#   make test    -> install into .venv (with test extras), run the test suite
+#   make test    -> install into .venv (with test extras), run the test suite and a benchmark smoke run
+#   make bench   -> the full benchmark report (bench/results/report.md and .png), ~15 min
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -21,6 +22,10 @@ train: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q bench --benchmark-disable -p no:cacheprovider  # benchmark smoke: each runs once, untimed
+
+bench: setup
+	$(BIN)/python -m bench.report
 
 test-slow: setup
 	$(BIN)/python -m pytest -q -m slow
