@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tfnet.parity import add_arguments as add_parity_arguments
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scratchnet", description=__doc__)
@@ -44,11 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("runs", type=Path, nargs="?", default=Path("runs"))
 
     parity = sub.add_parser("parity", help="compare scratchnet with TensorFlow, tensor by tensor")
-    try:
-        from tfnet.parity import add_arguments as add_parity_arguments
-        add_parity_arguments(parity)
-    except ImportError:
-        pass
+    add_parity_arguments(parity)
 
     args = parser.parse_args(argv)
     if args.data_dir is not None:
