@@ -32,6 +32,7 @@ class Recipe:
     ema_decay: float | None = None       # moving average with num_updates = step
     eval_with_ema: bool = False
     eval_every: int = 1000
+    track_test_every: int | None = None  # also evaluate test every N steps and keep the maximum
     reported: float | None = None        # the tutorial's reported test accuracy
     reported_note: str = ""
 
@@ -48,7 +49,8 @@ class Recipe:
             "batch_size": self.batch_size, "steps": self.steps, "loss_scale": self.loss_scale,
             "l2_scale": self.l2_scale, "l2_params": list(self.l2_params),
             "ema_decay": self.ema_decay, "eval_with_ema": self.eval_with_ema,
-            "eval_every": self.eval_every, "reported": self.reported, "reported_note": self.reported_note,
+            "eval_every": self.eval_every, "track_test_every": self.track_test_every,
+            "reported": self.reported, "reported_note": self.reported_note,
         }
 
 
@@ -107,6 +109,9 @@ def _lstm():
 
 
 GORNER_LR = schedules.gorner(lr_min=1e-4, lr_max=3e-3, decay_steps=2000)
+# Görner's scripts report the MAXIMUM test accuracy seen by the dashboard (a test pass
+# every 50 iterations); we track it every 200 and report it beside the final figure.
+GORNER_TRACK = 200
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("mlp-sgd", "784-500-10 ReLU MLP, plain SGD 0.5, 5,000 steps (the quick start)",
@@ -117,24 +122,24 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            ema_decay=0.99, eval_with_ema=True, reported=0.9835),
     Recipe("softmax", "Görner 1.0: one dense layer from zeros, gradient descent 0.005",
            _softmax, "sgd", schedules.constant(0.005), batch_size=100, steps=10000,
-           loss_scale=100.0, reported=0.9268,
+           loss_scale=100.0, track_test_every=GORNER_TRACK, reported=0.9268,
            reported_note="-mean(y·log p)·1000 over N×10 entries = mean cross-entropy × 100; 10K iterations"),
     Recipe("mlp5-sigmoid", "Görner 2.0: 784-200-100-60-30-10 sigmoid, Adam 0.003",
            lambda: _mlp5(Sigmoid, Zeros()), "adam", schedules.constant(0.003),
-           batch_size=100, steps=10000, loss_scale=100.0, reported=0.9788),
+           batch_size=100, steps=10000, loss_scale=100.0, track_test_every=GORNER_TRACK, reported=0.9788),
     Recipe("mlp5", "Görner 2.1: five ReLU layers, biases 0.1, Adam with decaying lr",
            lambda: _mlp5(ReLU, B01), "adam", GORNER_LR, batch_size=100, steps=10000,
-           loss_scale=100.0, reported=0.9824),
+           loss_scale=100.0, track_test_every=GORNER_TRACK, reported=0.9824),
     Recipe("mlp5-dropout", "Görner 2.2: 2.1 plus dropout (keep 0.75) after each hidden layer",
            lambda: _mlp5(ReLU, B01, keep_prob=0.75), "adam", GORNER_LR, batch_size=100, steps=10000,
-           loss_scale=100.0, reported=0.9817),
+           loss_scale=100.0, track_test_every=GORNER_TRACK, reported=0.9817),
     Recipe("conv3-small", "Görner 3.0: conv 5×5/4, 5×5/8 s2, 4×4/12 s2 (SAME, ReLU), fc 200",
            lambda: _conv3((4, 8, 12), (5, 5, 4)), "adam", GORNER_LR, batch_size=100, steps=10000,
-           loss_scale=100.0, reported=0.9908, reported_note="0.989–0.9908, maximum over training"),
+           loss_scale=100.0, track_test_every=GORNER_TRACK, reported=0.9908, reported_note="0.989–0.9908"),
     Recipe("conv3", "Görner 3.1: conv 6×6/6, 5×5/12 s2, 4×4/24 s2, fc 200 with dropout 0.75",
            lambda: _conv3((6, 12, 24), (6, 5, 4), fc_keep=0.75), "adam", GORNER_LR,
-           batch_size=100, steps=10000, loss_scale=100.0, reported=0.9928,
-           reported_note="0.9928–0.9931, maximum over training"),
+           batch_size=100, steps=10000, loss_scale=100.0, track_test_every=GORNER_TRACK, reported=0.9928,
+           reported_note="0.9928–0.9931"),
     Recipe("lstm", "28 image rows → BasicLSTMCell(128, forget_bias=1) → dense 10, Adam 0.001",
            _lstm, "adam", schedules.constant(0.001), batch_size=128, steps=800, eval_every=100,
            reported=0.9921, reported_note="measured on the first 128 test images only"),

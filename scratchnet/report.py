@@ -1,7 +1,10 @@
 """The results table: every finished run under a folder, grouped by recipe and engine.
 
 A run is a folder written by ``scratchnet train`` (``config.json`` + ``metrics.jsonl``);
-its test accuracy is the last ``"split": "test"`` line of its metrics.
+its test accuracy is the last ``"split": "test"`` line of its metrics. Beside it the table
+gives the figure measured the way the tutorial measured it: the maximum test accuracy
+seen during training for Görner's recipes (``max_tracked``), the first 128 test images for
+the LSTM, and the final figure for the others.
 """
 
 from __future__ import annotations
@@ -16,39 +19,57 @@ ENGINES = ("scratchnet", "tf")
 
 
 def collect(runs_dir: Path) -> dict[tuple[str, str], list[dict]]:
-    """``{(recipe, engine): [{"seed", "test", "first128", "seconds", "steps"}, ...]}``."""
+    """``{(recipe, engine): [{"seed", "test", "tutorial", "seconds", "steps"}, ...]}``, finished
+    runs of the recipe's full length only, in seed order."""
     table = defaultdict(list)
     for config_path in sorted(Path(runs_dir).glob("*/config.json")):
         config = json.loads(config_path.read_text())
+        name = config["recipe"]["name"]
         lines = [json.loads(l) for l in (config_path.parent / "metrics.jsonl").read_text().splitlines() if l]
         tests = [l for l in lines if l["split"] == "test"]
-        if not tests or tests[-1]["step"] != config["recipe"]["steps"]:
+        if name not in RECIPES or not tests or tests[-1]["step"] != RECIPES[name].steps:
             continue  # unfinished, or a shortened trial run
-        table[config["recipe"]["name"], config["engine"]].append(
-            {"seed": config["seed"], "test": tests[-1]["accuracy"], "first128": tests[-1].get("first128"),
-             "seconds": tests[-1]["time"], "steps": tests[-1]["step"]})
+        last = tests[-1]
+        tutorial = last.get("max_tracked") if RECIPES[name].track_test_every else (
+            last.get("first128") if name == "lstm" else last["accuracy"])
+        table[name, config["engine"]].append(
+            {"seed": config["seed"], "test": last["accuracy"], "tutorial": tutorial,
+             "seconds": last["time"], "steps": last["step"]})
+    for runs in table.values():
+        runs.sort(key=lambda r: r["seed"])
     return table
+
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def _accuracies(runs, key) -> str:
+    mean = _mean(r[key] for r in runs)
+    if mean is None:
+        return "—"
+    if len(runs) == 1:
+        return f"**{mean:.4f}** (seed {runs[0]['seed']})"
+    each = ", ".join(f"{r[key]:.4f}" for r in runs)
+    return f"**{mean:.4f}** ({each}; seeds {', '.join(str(r['seed']) for r in runs)})"
 
 
 def markdown(runs_dir: Path) -> str:
     table = collect(runs_dir)
-    head = ("| recipe | reported | scratchnet test accuracy (seeds) | TensorFlow test accuracy (seeds) "
-            "| wall time scratchnet / TF | command |")
-    rows = [head, "|" + "---|" * 6]
+    rows = ["| recipe | reported | scratchnet test accuracy | TensorFlow test accuracy "
+            "| tutorial's measure, scratchnet / TF | train time per run, scratchnet / TF | commands |",
+            "|" + "---|" * 7]
     for name, recipe in RECIPES.items():
-        cells = []
-        for engine in ENGINES:
-            runs = table.get((name, engine), [])
-            if not runs:
-                cells.append("—")
-                continue
-            accs = ", ".join(f"{r['test']:.4f}" for r in runs)
-            mean = sum(r["test"] for r in runs) / len(runs)
-            cells.append(f"**{mean:.4f}** ({accs}; seeds {', '.join(str(r['seed']) for r in runs)})")
-        times = " / ".join(
-            f"{sum(r['seconds'] for r in table[name, e]) / len(table[name, e]):.0f} s" if table.get((name, e)) else "—"
-            for e in ENGINES)
+        runs = {e: table.get((name, e), []) for e in ENGINES}
+        measure = ("max during training" if recipe.track_test_every else
+                   "first 128 test images" if name == "lstm" else "")
+        tutorial = " / ".join(f"{m:.4f}" if (m := _mean(r["tutorial"] for r in runs[e])) is not None else "—"
+                              for e in ENGINES) if measure else "same as final"
+        times = " / ".join(f"{_mean(r['seconds'] for r in runs[e]):.0f} s" if runs[e] else "—" for e in ENGINES)
         reported = f"{recipe.reported:.4f}" if recipe.reported else "—"
-        command = f"`scratchnet train {name} --seed S [--engine tf]`"
-        rows.append(f"| {name} | {reported} | {cells[0]} | {cells[1]} | {times} | {command} |")
+        commands = f"`scratchnet train {name} --seed S`, `... --engine tf`"
+        rows.append(f"| {name} | {reported} | {_accuracies(runs['scratchnet'], 'test')} "
+                    f"| {_accuracies(runs['tf'], 'test')} | {tutorial}{f' ({measure})' if measure else ''} "
+                    f"| {times} | {commands} |")
     return "\n".join(rows)

@@ -58,6 +58,28 @@ def test_resume_gives_bit_identical_weights(mnist, tmp_path, recipe_name):
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
+def test_tracked_test_maximum_survives_a_resume(mnist, tmp_path):
+    """Görner's figure is the best test accuracy seen during training: it is tracked every
+    ``track_test_every`` steps, and a resumed run still counts the passes before the resume."""
+    recipe = get_recipe("softmax").with_overrides(steps=60, eval_every=25, track_test_every=20)
+    quiet = dict(progress=False, log=lambda *_: None)
+    straight = run(Trainer(recipe, seed=3), mnist, out_dir=tmp_path / "a", seed=3, **quiet)
+    run(Trainer(recipe.with_overrides(steps=25), seed=3), mnist, out_dir=tmp_path / "b", seed=3, **quiet)
+    run(Trainer(recipe, seed=3), mnist, out_dir=tmp_path / "b", seed=3,
+        resume=tmp_path / "b" / "checkpoint.npz", **quiet)
+
+    def final(folder):
+        lines = [json.loads(l) for l in (tmp_path / folder / "metrics.jsonl").read_text().splitlines()]
+        tracked = [l for l in lines if l["split"] == "test-tracked"]
+        return lines[-1], tracked
+
+    last, tracked = final("a")
+    assert [l["step"] for l in tracked] == [20, 40]
+    best = max([l["accuracy"] for l in tracked] + [last["accuracy"]])
+    assert last["max_tracked"] == best == straight["max_tracked_test_accuracy"]
+    assert final("b")[0]["max_tracked"] == best and final("b")[0]["max_tracked_step"] == last["max_tracked_step"]
+
+
 def test_every_recipe_builds_and_steps(mnist):
     x, y = mnist.train.images[:4], mnist.train.labels[:4]
     for name, recipe in RECIPES.items():
