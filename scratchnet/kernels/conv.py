@@ -31,6 +31,7 @@ Backward, with dY [N, Ho, Wo, F] seen as a matrix [N·Ho·Wo, F]:
 from __future__ import annotations
 
 import numpy as np
+from numba import uint64 as U
 
 from ..ops.conv import spatial_geometry
 from ._runtime import blas_single, njit, parallel, scratch
@@ -55,43 +56,62 @@ def _pixel(r, ho, wo):
 @njit
 def _im2col(x, col, r0, r1, kh, kw, stride, pt, pl, ho, wo):
     """col[r - r0, (p·KW + q)·C + c] = x[n, i·s + p - pt, j·s + q - pl, c] (0 outside x)
-    for output pixels r = (n·Ho + i)·Wo + j in [r0, r1)."""
+    for output pixels r = (n·Ho + i)·Wo + j in [r0, r1).
+
+    In NHWC one window row (fixed p) is ONE contiguous run of KW·C floats in x, and it
+    lands in one contiguous run of col: each (row, p) is a clipped memcpy plus zero fill
+    for the padding. Indices are unsigned (``U``) so that Numba emits no negative-index
+    wraparound checks, which would otherwise turn the copy into gathers/scatters."""
     h, w, c = x.shape[1], x.shape[2], x.shape[3]
+    xf = x.reshape(-1)
     zero = x.dtype.type(0)
+    run = kw * c
     for r in range(r0, r1):
         n, i, j = _pixel(r, ho, wo)
-        row = r - r0
+        dst = col[r - r0]
+        iw0 = j * stride - pl
+        q0 = max(0, -iw0)
+        q1 = min(kw, w - iw0)
         for p in range(kh):
             ih = i * stride + p - pt
-            for q in range(kw):
-                iw = j * stride + q - pl
-                base = (p * kw + q) * c
-                if 0 <= ih < h and 0 <= iw < w:
-                    for ch in range(c):
-                        col[row, base + ch] = x[n, ih, iw, ch]
-                else:
-                    for ch in range(c):
-                        col[row, base + ch] = zero
+            d0 = p * run
+            if ih < 0 or ih >= h or q1 <= q0:
+                for t in range(run):
+                    dst[U(d0 + t)] = zero
+                continue
+            for t in range(q0 * c):
+                dst[U(d0 + t)] = zero
+            s0 = ((n * h + ih) * w + iw0 + q0) * c
+            a = d0 + q0 * c
+            for t in range((q1 - q0) * c):
+                dst[U(a + t)] = xf[U(s0 + t)]
+            for t in range(q1 * c, run):
+                dst[U(d0 + t)] = zero
 
 
 @njit
 def _col2im_add(dcol, dx, r0, r1, kh, kw, stride, pt, pl, ho, wo):
-    """The adjoint of ``_im2col``: dx[n, i·s + p - pt, j·s + q - pl, :] += dcol[r - r0, (p, q), :]."""
+    """The adjoint of ``_im2col``: dx[n, i·s + p - pt, j·s + q - pl, :] += dcol[r - r0, (p, q), :]
+    (again one contiguous run per (row, p))."""
     h, w, c = dx.shape[1], dx.shape[2], dx.shape[3]
+    dxf = dx.reshape(-1)
+    run = kw * c
     for r in range(r0, r1):
         n, i, j = _pixel(r, ho, wo)
-        row = r - r0
+        src = dcol[r - r0]
+        iw0 = j * stride - pl
+        q0 = max(0, -iw0)
+        q1 = min(kw, w - iw0)
+        if q1 <= q0:
+            continue
         for p in range(kh):
             ih = i * stride + p - pt
             if ih < 0 or ih >= h:
                 continue
-            for q in range(kw):
-                iw = j * stride + q - pl
-                if iw < 0 or iw >= w:
-                    continue
-                base = (p * kw + q) * c
-                for ch in range(c):
-                    dx[n, ih, iw, ch] += dcol[row, base + ch]
+            d0 = ((n * h + ih) * w + iw0 + q0) * c
+            a = p * run + q0 * c
+            for t in range((q1 - q0) * c):
+                dxf[U(d0 + t)] += src[U(a + t)]
 
 
 def _correlate(src, w2, kh, kw, stride, pt, pl, out_hw, bias=None):
