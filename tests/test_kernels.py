@@ -250,3 +250,36 @@ def test_model_through_backend(dtype):
     close(m_fast.backward(dy), m_ref.backward(dy), dtype, "dx")
     for k in m_ref.grads:
         close(m_fast.grads[k], m_ref.grads[k], dtype, k)
+
+
+# --- fused optimizer updates ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("size", [1, 17, 300_001])  # ragged tails; large enough to split over threads
+def test_fused_updates_are_bit_exact(size, dtype):
+    """The fused Adam / EMA / SGD kernels give exactly the NumPy lines' bits."""
+    from scratchnet.kernels import optim as fused
+    t = np.dtype(dtype).type
+    rng = np.random.default_rng(9)
+    p, g = rand(rng, (size,), dtype), rand(rng, (size,), dtype)
+    m, v = rand(rng, (size,), dtype) * t(0.1), np.abs(rand(rng, (size,), dtype)) * t(0.01)
+    g[0] = 0  # sqrt(v) + eps with v small
+    alpha, c1, c2, eps = t(1e-3) * np.sqrt(t(1) - t(0.999) ** 3) / (t(1) - t(0.9) ** 3), t(1) - t(0.9), \
+        t(1) - t(0.999), t(1e-8)
+    p0, m0, v0 = p.copy(), m.copy(), v.copy()
+    m0 += (g - m0) * c1
+    v0 += (g * g - v0) * c2
+    p0 -= m0 * alpha / (np.sqrt(v0) + eps)
+    assert fused.adam_update(p, g, m, v, alpha, c1, c2, eps)
+    for a, b in ((p, p0), (m, m0), (v, v0)):
+        np.testing.assert_array_equal(a, b)
+    s, s0, c = m.copy(), m.copy(), t(1) - t(0.99)
+    s0 -= (s0 - p) * c
+    assert fused.ema_update(s, p, c)
+    np.testing.assert_array_equal(s, s0)
+    p1 = p.copy()
+    p1 -= g * t(0.8)
+    assert fused.sgd_update(p, g, t(0.8))
+    np.testing.assert_array_equal(p, p1)
+    if size > 1:  # not contiguous: refused, the caller runs its NumPy line
+        assert not fused.sgd_update(p[::2], g[::2], t(0.8))

@@ -32,6 +32,17 @@ from __future__ import annotations
 import numpy as np
 
 
+def fused(name: str):
+    """The fused in-place update ``name`` of the fast kernels (``scratchnet.kernels.optim``)
+    when the fast backend is active, else None. The fused kernels are bit-for-bit equal to
+    the NumPy lines they replace (same operations, same order, same dtype)."""
+    from .. import backend
+    if backend.get_backend() != "fast":
+        return None
+    from ..kernels import optim as kernels
+    return getattr(kernels, name)
+
+
 class Optimizer:
     """The shared machinery: learning rate, ``iterations``, slots and their state.
 
@@ -113,7 +124,10 @@ class GradientDescent(Optimizer):
     name = "sgd"
 
     def _update(self, key, p, g, lr):
-        p -= g * p.dtype.type(lr)
+        lr = p.dtype.type(lr)
+        sgd = fused("sgd_update")
+        if sgd is None or not sgd(p, g, lr):
+            p -= g * lr
 
 
 class Momentum(Optimizer):
@@ -247,6 +261,9 @@ class Adam(Optimizer):
         b1p, b2p = t(self.variables["beta1_power"]), t(self.variables["beta2_power"])
         m, v = self.slots["m"][key], self.slots["v"][key]
         alpha = lr * np.sqrt(one - b2p) / (one - b1p)
+        adam = fused("adam_update")
+        if adam is not None and adam(p, g, m, v, alpha, one - b1, one - b2, eps):
+            return  # the same three lines, fused into one pass
         m += (g - m) * (one - b1)
         v += (g * g - v) * (one - b2)
         p -= m * alpha / (np.sqrt(v) + eps)
