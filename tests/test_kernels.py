@@ -283,3 +283,37 @@ def test_fused_updates_are_bit_exact(size, dtype):
     np.testing.assert_array_equal(p, p1)
     if size > 1:  # not contiguous: refused, the caller runs its NumPy line
         assert not fused.sgd_update(p[::2], g[::2], t(0.8))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_param_grads_without_input_grad(dtype):
+    """conv2d/dense_backward_params equal the full backward's dw, db in both backends, and
+    Sequential.backward(input_grad=False) leaves every parameter gradient unchanged."""
+    from scratchnet.layers import Conv2D, Dense, Flatten, ReLU
+    from scratchnet.model import Sequential
+    rng = np.random.default_rng(10)
+    x, w, b = rand(rng, (3, 9, 9, 2), dtype), rand(rng, (3, 3, 2, 4), dtype), rand(rng, (4,), dtype)
+    for m in (ref, fast):
+        y, cache = m.conv2d_forward(x, w, b, 2, "SAME")
+        dy = rand(rng, y.shape, dtype)
+        _, dw, db = m.conv2d_backward(dy, cache)
+        dw1, db1 = m.conv2d_backward_params(dy, cache)
+        close(dw1, dw, dtype, "dw")
+        close(db1, db, dtype, "db")
+        xd, wd, bd = rand(rng, (4, 7), dtype), rand(rng, (7, 3), dtype), rand(rng, (3,), dtype)
+        y, cache = m.dense_forward(xd, wd, bd)
+        dy = rand(rng, y.shape, dtype)
+        _, dw, db = m.dense_backward(dy, cache)
+        dw1, db1 = m.dense_backward_params(dy, cache)
+        close(dw1, dw, dtype, "dense dw")
+        close(db1, db, dtype, "dense db")
+    model = Sequential([Flatten(), Dense(9 * 9 * 2, 5), ReLU(), Dense(5, 3)], seed=0, dtype=dtype)
+    conv = Sequential([Conv2D(3, 2, 4), ReLU(), Flatten(), Dense(9 * 9 * 4, 3)], seed=0, dtype=dtype)
+    for net in (model, conv):
+        dy = rand(rng, net.forward(x, training=True).shape, dtype)
+        dx = net.backward(dy)
+        assert dx.shape == x.shape
+        full = {k: g.copy() for k, g in net.grads.items()}
+        assert net.backward(dy, input_grad=False) is None
+        for k, g in net.grads.items():
+            close(g, full[k], dtype, k)

@@ -23,12 +23,12 @@ from ..ops import (dropout_backward, dropout_forward, l2_loss, l2_penalty, log_s
                    softmax_backward, softmax_forward, tanh_backward, tanh_forward)
 from ._runtime import CACHE_DIR, NUM_THREADS  # noqa: F401
 from .activations import relu_backward, relu_forward  # noqa: F401
-from .conv import conv2d_backward, conv2d_forward  # noqa: F401
-from .dense import dense_backward, dense_forward  # noqa: F401
+from .conv import conv2d_backward, conv2d_backward_params, conv2d_forward  # noqa: F401
+from .dense import dense_backward, dense_backward_params, dense_forward  # noqa: F401
 from .losses import softmax_cross_entropy  # noqa: F401
 from .lstm import lstm_backward, lstm_forward  # noqa: F401
 from .pool import max_pool_backward, max_pool_forward  # noqa: F401
 
-FAST = ("conv2d_forward", "conv2d_backward", "max_pool_forward", "max_pool_backward",
+FAST = ("conv2d_forward", "conv2d_backward", "conv2d_backward_params", "dense_backward_params", "max_pool_forward", "max_pool_backward",
         "dense_forward", "dense_backward", "lstm_forward", "lstm_backward",
         "relu_forward", "relu_backward", "softmax_cross_entropy")

@@ -219,6 +219,12 @@ def conv2d_backward_input(dy, cache):
     return _input_grad_scatter(dy.reshape(-1, f), w2, x.shape, kh, kw, stride, pt, pl, out_hw)
 
 
+def conv2d_backward_params(dy, cache):
+    """Return ``dw [KH, KW, C, F], db [F]`` only (a first layer: no input gradient)."""
+    dy = np.ascontiguousarray(dy)
+    return conv2d_backward_filter(dy, cache), dy.reshape(-1, dy.shape[-1]).sum(axis=0)
+
+
 def conv2d_backward(dy, cache):
     """Return ``dx [N, H, W, C], dw [KH, KW, C, F], db [F]``."""
     dy = np.ascontiguousarray(dy)

@@ -22,3 +22,9 @@ def dense_backward(dy: np.ndarray, cache):
     """Return ``dx [N, In], dw [In, Out], db [Out]``."""
     x, w = cache
     return np.matmul(dy, w.T), np.matmul(x.T, dy), dy.sum(axis=0)
+
+
+def dense_backward_params(dy: np.ndarray, cache):
+    """Return ``dw [In, Out], db [Out]`` only (a first layer: no input gradient)."""
+    x, w = cache
+    return np.matmul(x.T, dy), dy.sum(axis=0)
