@@ -80,6 +80,9 @@ CONV_CASES = [  # N, H, W, C, KH, KW, F, stride, padding
     (2, 14, 14, 8, 4, 4, 12, 2, "SAME"),     # Görner conv3-like
     (1, 6, 7, 4, 2, 3, 3, 2, "SAME"),        # non-square kernel, stride 2
     (5, 14, 14, 32, 5, 5, 8, 1, "SAME"),     # several chunks per thread, both threads busy
+    (3, 11, 10, 1, 4, 3, 6, 1, "VALID"),     # "wide" C = 1 path, VALID leaves rows and columns unread
+    (21, 28, 28, 1, 6, 6, 6, 1, "SAME"),     # wide path: several image chunks, a ragged last chunk
+    (4, 9, 7, 4, 2, 5, 3, 1, "SAME"),        # wide path, C = 4 (strided gathers)
 ]
 
 

@@ -114,6 +114,199 @@ def _col2im_add(dcol, dx, r0, r1, kh, kw, stride, pt, pl, ho, wo):
                 dxf[U(d0 + t)] += src[U(a + t)]
 
 
+@njit
+def _im2col_t(x, colt, r0, r1, kh, kw, stride, pt, pl, ho, wo):
+    """The transposed column matrix: colt[(p·KW + q)·C + c, r - r0] = x[n, i·s + p - pt,
+    j·s + q - pl, c] (0 outside x), for output pixels r in [r0, r1).
+
+    Walked one output-row segment (n, i, j0..j1) at a time: for each tap (p, q, c) the
+    segment is one contiguous run of colt, read from x with stride s·C (for C = 1,
+    s = 1 a contiguous copy), with the out-of-image ends zero-filled."""
+    h, w, c = x.shape[1], x.shape[2], x.shape[3]
+    xf = x.reshape(-1)
+    zero = x.dtype.type(0)
+    r = r0
+    while r < r1:
+        n, i, j0 = _pixel(r, ho, wo)
+        j1 = min(wo, j0 + (r1 - r))  # this segment: pixels (n, i, j0..j1)
+        t0 = r - r0
+        seg = j1 - j0
+        for p in range(kh):
+            ih = i * stride + p - pt
+            inside = 0 <= ih < h
+            for q in range(kw):
+                # columns j with 0 <= j·s + q - pl < w
+                ja = max(j0, (pl - q + stride - 1) // stride if pl - q > 0 else 0)
+                jb = min(j1, (w - 1 - q + pl) // stride + 1)
+                if not inside or jb <= ja:
+                    ja = jb = j0
+                for ch in range(c):
+                    dst = colt[(p * kw + q) * c + ch]
+                    for t in range(ja - j0):
+                        dst[U(t0 + t)] = zero
+                    src = ((n * h + ih) * w + ja * stride + q - pl) * c + ch
+                    d = t0 + ja - j0
+                    step = stride * c
+                    for t in range(jb - ja):
+                        dst[U(d + t)] = xf[U(src + t * step)]
+                    for t in range(jb - j0, seg):
+                        dst[U(t0 + t)] = zero
+        r += seg
+
+
+# --- "wide" stride-1 path for thin inputs (first layers: C = 1) ------------------------------
+#
+# Pad x once into xp [N, Hp + 1, Wp, C]. For stride 1 the tap (p, q, c) of output pixel
+# (n, i, j) is xp[n, i + p, j + q, c]; computing the outputs on a "wide" grid of Ho × Wp
+# columns (j in 0..Wp-1, the last Wp - Wo per row are garbage and dropped) makes that
+#
+#     flat index  (n·(Hp+1)·Wp + (i + p)·Wp + j + q)·C + c  =  start(n, p, q, c) + C·(i·Wp + j)
+#
+# one arithmetic sequence per (n, p, q, c): the transposed column matrix of a whole image
+# is KH·KW·C long copies (contiguous when C = 1) instead of one short run per output row,
+# which is what made im2col cost more than the GEMM for C = 1. The price is Wp/Wo extra
+# columns (14-18 % for 5×5 and 6×6 on 28×28). The extra row of xp keeps the garbage
+# columns' reads inside the array.
+
+WIDE_MAX_C = 4  # beyond this, the normal im2col's runs are long enough
+
+
+@njit
+def _wide_cols(xp, colt, n0, n1, kh, kw, ho):
+    """colt[(p·KW + q)·C + c, (n - n0)·L + i·Wp + j] = xp[n, i + p, j + q, c], L = Ho·Wp."""
+    hp1, wp, c = xp.shape[1], xp.shape[2], xp.shape[3]
+    xf = xp.reshape(-1)
+    length = ho * wp
+    for n in range(n0, n1):
+        d0 = (n - n0) * length
+        for p in range(kh):
+            for q in range(kw):
+                for ch in range(c):
+                    dst = colt[(p * kw + q) * c + ch]
+                    s0 = ((n * hp1 + p) * wp + q) * c + ch
+                    for t in range(length):
+                        dst[U(d0 + t)] = xf[U(s0 + t * c)]
+
+
+@njit
+def _unwide(yw, y, n0, n1, wp, bias, has_bias):
+    """y[n, i, j, f] = yw[(n - n0)·Ho·Wp + i·Wp + j, f] (+ bias[f]) for j < Wo."""
+    ho, wo, f = y.shape[1], y.shape[2], y.shape[3]
+    for n in range(n0, n1):
+        for i in range(ho):
+            src = yw[U(((n - n0) * ho + i) * wp):]
+            dst = y[n, i]
+            for j in range(wo):
+                sj, dj = src[j], dst[j]
+                if has_bias:
+                    for k in range(f):
+                        dj[k] = sj[k] + bias[k]
+                else:
+                    for k in range(f):
+                        dj[k] = sj[k]
+
+
+@njit
+def _widen(dy, dyw, n0, n1, wp):
+    """dyw[(n - n0)·Ho·Wp + i·Wp + j, f] = dy[n, i, j, f] for j < Wo, 0 in the garbage columns."""
+    ho, wo, f = dy.shape[1], dy.shape[2], dy.shape[3]
+    zero = dy.dtype.type(0)
+    for n in range(n0, n1):
+        for i in range(ho):
+            base = ((n - n0) * ho + i) * wp
+            for j in range(wp):
+                dst = dyw[U(base + j)]
+                if j < wo:
+                    src = dy[n, i, j]
+                    for k in range(f):
+                        dst[k] = src[k]
+                else:
+                    for k in range(f):
+                        dst[k] = zero
+
+
+def _use_wide(c, stride):
+    return stride == 1 and c <= WIDE_MAX_C
+
+
+def _pad_wide(x, kh, kw, pt, pl, out_hw):
+    """xp [N, Ho + KH, Wo + KW - 1, C]: x at (pt, pl), zeros around (one spare row)."""
+    n, h, w, c = x.shape
+    ho, wo = out_hw
+    xp = np.zeros((n, ho + kh, wo + kw - 1, c), x.dtype)
+    rows, cols = min(h, ho + kh - 1 - pt), min(w, wo + kw - 1 - pl)  # VALID may not read it all
+    xp[:, pt:pt + rows, pl:pl + cols] = x[:, :rows, :cols]
+    return xp
+
+
+def _images_per_chunk(k, length, itemsize):
+    return max(1, WIDE_TARGET_BYTES // (k * length * itemsize))
+
+
+WIDE_TARGET_BYTES = 1 << 19
+
+
+def _correlate_wide(x, w2, kh, kw, pt, pl, out_hw, bias):
+    n = x.shape[0]
+    ho, wo = out_hw
+    k, f = w2.shape
+    xp = _pad_wide(x, kh, kw, pt, pl, out_hw)
+    wp = xp.shape[2]
+    length = ho * wp
+    y = np.empty((n, ho, wo, f), x.dtype)
+    per = _images_per_chunk(k, length, x.itemsize)
+    has_bias = bias is not None
+    b = np.ascontiguousarray(bias, x.dtype) if has_bias else np.zeros(f, x.dtype)
+
+    def work(a, e):
+        colt = scratch("colt", (k, per * length), x.dtype)
+        yw = scratch("yw", (per * length, f), x.dtype)
+        for s in range(a, e, per):
+            t = min(s + per, e)
+            m = (t - s) * length
+            ct = colt[:, :m] if t - s == per else np.ascontiguousarray(colt.reshape(-1)[:k * m].reshape(k, m))
+            _wide_cols(xp, ct, s, t, kh, kw, ho)
+            np.matmul(ct.T, w2, out=yw[:m])
+            _unwide(yw, y, s, t, wp, b, has_bias)
+
+    with blas_single():
+        parallel(work, n)
+    return y
+
+
+def _filter_grad_wide(x, dy, kh, kw, pt, pl, out_hw):
+    n = x.shape[0]
+    ho, wo = out_hw
+    f = dy.shape[3]
+    xp = _pad_wide(x, kh, kw, pt, pl, out_hw)
+    wp = xp.shape[2]
+    k = kh * kw * xp.shape[3]
+    length = ho * wp
+    per = _images_per_chunk(k, length, x.itemsize)
+
+    def work(a, e):
+        colt = scratch("colt", (k, per * length), x.dtype)
+        dyw = scratch("yw", (per * length, f), x.dtype)
+        part = scratch("dw_part", (k, f), x.dtype)
+        acc = np.zeros((k, f), x.dtype)
+        for s in range(a, e, per):
+            t = min(s + per, e)
+            m = (t - s) * length
+            ct = colt[:, :m] if t - s == per else np.ascontiguousarray(colt.reshape(-1)[:k * m].reshape(k, m))
+            _wide_cols(xp, ct, s, t, kh, kw, ho)
+            _widen(dy, dyw, s, t, wp)
+            np.matmul(ct, dyw[:m], out=part)
+            acc += part
+        return acc
+
+    with blas_single():
+        parts = parallel(work, n)
+    dw = parts[0]
+    for p in parts[1:]:
+        dw += p
+    return dw
+
+
 def _correlate(src, w2, kh, kw, stride, pt, pl, out_hw, bias=None):
     """y [N, Ho, Wo, F] = im2col(src) @ w2 (+ bias), chunked over the worker threads."""
     n = src.shape[0]
@@ -145,7 +338,10 @@ def conv2d_forward(x, w, b, stride: int = 1, padding: str = "SAME"):
     out_hw, pads = spatial_geometry(x.shape, (kh, kw), (stride, stride), padding)
     x = np.ascontiguousarray(x)
     w2 = np.ascontiguousarray(w).reshape(kh * kw * c, f)
-    y = _correlate(x, w2, kh, kw, stride, pads[0][0], pads[1][0], out_hw, bias=b)
+    if _use_wide(c, stride):
+        y = _correlate_wide(x, w2, kh, kw, pads[0][0], pads[1][0], out_hw, b)
+    else:
+        y = _correlate(x, w2, kh, kw, stride, pads[0][0], pads[1][0], out_hw, bias=b)
     return y, (x, w, stride, out_hw, pads)
 
 
@@ -201,7 +397,10 @@ def conv2d_backward_filter(dy, cache):
     """``dw [KH, KW, C, F]`` alone (for benchmarks; ``conv2d_backward`` is what layers call)."""
     x, w, stride, out_hw, pads = cache
     kh, kw, c, f = w.shape
-    dy2 = np.ascontiguousarray(dy).reshape(-1, f)
+    dy = np.ascontiguousarray(dy)
+    if _use_wide(c, stride):
+        return _filter_grad_wide(x, dy, kh, kw, pads[0][0], pads[1][0], out_hw).reshape(w.shape)
+    dy2 = dy.reshape(-1, f)
     return _filter_grad(x, dy2, kh, kw, stride, pads[0][0], pads[1][0], out_hw).reshape(w.shape)
 
 
