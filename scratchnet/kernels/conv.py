@@ -471,14 +471,26 @@ def conv2d_backward_input(dy, cache):
     return _input_grad_scatter(dy.reshape(-1, f), w2, x.shape, kh, kw, stride, pt, pl, out_hw)
 
 
+def _bias_grad(dy):
+    """db = Σ dy over all but the last axis. NumPy's ``dy.reshape(-1, F).sum(0)`` adds one
+    F-vector per row, which for F = 6 is a loop of 6 per row (1.2 ms for conv3 conv1, as
+    long as its filter gradient). Viewing the rows g at a time as [M/g, g·F] (g dividing M,
+    g·F up to 512) gives NumPy long vectorised rows; the g partial sums are added last."""
+    f = dy.shape[-1]
+    d2 = dy.reshape(-1, f)
+    m = d2.shape[0]
+    g = max([d for d in range(1, max(1, 512 // f) + 1) if m % d == 0])
+    return d2.reshape(m // g, g * f).sum(axis=0).reshape(g, f).sum(axis=0)
+
+
 def conv2d_backward_params(dy, cache):
     """Return ``dw [KH, KW, C, F], db [F]`` only (a first layer: no input gradient)."""
     dy = np.ascontiguousarray(dy)
-    return conv2d_backward_filter(dy, cache), dy.reshape(-1, dy.shape[-1]).sum(axis=0)
+    return conv2d_backward_filter(dy, cache), _bias_grad(dy)
 
 
 def conv2d_backward(dy, cache):
     """Return ``dx [N, H, W, C], dw [KH, KW, C, F], db [F]``."""
     dy = np.ascontiguousarray(dy)
-    db = dy.reshape(-1, dy.shape[-1]).sum(axis=0)
+    db = _bias_grad(dy)
     return conv2d_backward_input(dy, cache), conv2d_backward_filter(dy, cache), db
