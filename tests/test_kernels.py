@@ -141,7 +141,7 @@ def test_max_pool_tie_rule():
 # --- dense, relu, loss --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
-@pytest.mark.parametrize("shape", [(1, 3, 4), (7, 33, 5), (50, 3136, 64)])
+@pytest.mark.parametrize("shape", [(1, 3, 4), (7, 33, 5), (50, 3136, 64), (3, 1100, 1000)])  # last: big-weight dx path
 def test_dense(shape, dtype):
     n, i, o = shape
     rng = np.random.default_rng(3)
