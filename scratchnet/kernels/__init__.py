@@ -3,15 +3,21 @@
 This module is the ``"fast"`` backend (``scratchnet.backend``). Each hot operation has a
 faster implementation here; everything else is re-exported from the reference:
 
-===================  ======================================================================
-conv2d_*             chunked NHWC im2col (Numba) + one-thread sgemm per worker thread
-max_pool_*           one Numba pass writing max and uint8 argmax; backward scatters through it
-dense_*              BLAS with transpose flags, bias added in place
-lstm_*               hoisted input GEMM, one 4-gate GEMM per step, fused pointwise, post-loop
-                     weight-gradient GEMMs
-relu_*               one-pass Numba, split over the worker threads
-softmax_cross_entropy  one pass per row (Numba)
-===================  ======================================================================
+========================  ==================================================================
+conv2d_*                  chunked NHWC im2col (Numba, contiguous runs) + one-thread sgemm per
+                          worker; "wide" whole-image columns for thin first layers;
+                          ``conv2d_backward_params`` skips dX for a first layer
+max_pool_*                one Numba pass writing max and uint8 argmax; backward writes dx once
+                          when the windows tile the input, else scatters through the argmax
+dense_*                   BLAS with transpose flags, bias added in place; big-weight dX as
+                          (w @ dyᵀ)ᵀ; ``dense_backward_params`` skips dX for a first layer
+lstm_*                    hoisted input GEMM, one 4-gate GEMM per step, fused pointwise,
+                          post-loop weight-gradient GEMMs
+relu_*                    one-pass Numba, split over the worker threads
+softmax_cross_entropy     one pass per row (Numba)
+optim.adam/ema/sgd_update fused one-pass optimizer updates, bit-equal to the NumPy lines
+                          (used by ``scratchnet.optim`` when this backend is active)
+========================  ==================================================================
 
 A forward's cache is meant for the backward of the SAME module (the layers always pair
 them through the backend); caches are not interchangeable with ``scratchnet.ops``.

@@ -1,21 +1,31 @@
-"""Fast 2-D convolution: chunked NHWC im2col (Numba) + one-thread sgemm per worker.
+"""Fast 2-D convolution: chunked NHWC im2col (Numba) + one-thread sgemm per worker, and a
+"wide" path for thin first layers. ``docs/performance.md`` has the measurements.
 
 Same maths and conventions as ``scratchnet.ops.conv`` (read that file first). The
 reference builds the whole im2col matrix (for deep-CNN conv2: 9800 × 800 floats = 31 MB,
 as large as the L3 cache) and hands it to one big product. Here every worker thread
-takes a contiguous range of output pixels and walks it in chunks of ``ROWS`` rows:
+takes a contiguous range of output pixels and walks it in chunks of ``rows`` rows
+(~256 KB of columns):
 
-    col   = im2col(x, rows s..e)           [r, KH·KW·C]   (Numba; ~1 MB, stays in cache)
+    col   = im2col(x, rows s..e)           [r, KH·KW·C]   (Numba; stays in L2)
     y[s:e] = col @ W2 + b                   W2 = w.reshape(KH·KW·C, F)   (sgemm, 1 thread)
 
-so the column matrix is written and read while it is still in L2/L3, and the two cores
-run two independent GEMMs instead of synchronising inside one.
+so the column matrix is written and read while it is still in cache, and the two cores
+run two independent GEMMs instead of synchronising inside one. im2col copies one
+contiguous run of KW·C floats per (pixel, window row): in NHWC a window row is
+contiguous in x and in col.
+
+Thin inputs with stride 1 (C ≤ 4: every recipe's first layer) take the "wide" path
+instead (see the section below): whole-image column copies from channel-planar, padded
+phase planes, and the GEMM oriented as yᵀ = W2ᵀ @ colᵀ.
 
 Backward, with dY [N, Ho, Wo, F] seen as a matrix [N·Ho·Wo, F]:
 
 * dW: the same chunks are rebuilt from x (cheaper than keeping 31 MB around) and each
-  worker accumulates ``colᵀ @ dY[s:e]`` into its own [K, F] partial sum; the partial sums
-  are added at the end (no write races, no atomics).
+  worker accumulates ``dYᵀ[s:e] @ col`` into its own [F, K] partial sum; the partial
+  sums are added at the end (no write races, no atomics). The wide path does the same
+  with its transposed columns.
+* db: a sum over [M/g, g·F] rows (long vectorised rows even when F = 6).
 * dX, stride 1 (and C ≥ 4): the input gradient is itself a convolution, of dY with the
   filter flipped in space and with C and F swapped, padded by (KH-1-top, KW-1-left):
 
@@ -26,6 +36,8 @@ Backward, with dY [N, Ho, Wo, F] seen as a matrix [N·Ho·Wo, F]:
   product): ``dcol = dY[s:e] @ W2ᵀ`` per chunk, then a Numba col2im adds each row's
   KH·KW contiguous C-vectors back into dx. Workers own whole images, so overlapping
   windows never race.
+* A network's first layer needs no dX at all: ``conv2d_backward_params`` (used by the
+  training step through ``Sequential.backward(..., input_grad=False)``).
 """
 
 from __future__ import annotations
@@ -161,9 +173,9 @@ def _im2col_t(x, colt, r0, r1, kh, kw, stride, pt, pl, ho, wo):
 
 # --- the "wide" path: planar phase images, whole-image column copies --------------------------
 #
-# For the thin layers (few input channels or few filters) the cost was not the GEMM but
-# im2col's many short runs, and a GEMM orientation with F (6, 12, 24) as BLAS's narrow
-# dimension. The wide path removes both:
+# For the thin first layers (C = 1: 5x5 or 6x6 filters on 28x28) the cost was not the
+# GEMM but im2col's many short runs (KW·C = 5 floats each), and a GEMM orientation with
+# F (4, 6, 32) as BLAS's narrow dimension. The wide path removes both:
 #
 # 1. Split the zero-padded input into s·s phase planes, channel-planar:
 #        xq[n, a, b, c, u, v] = xpad[n, s·u + a, s·v + b, c]      [N, s, s, C, Hh + 1, Wh]
@@ -175,11 +187,14 @@ def _im2col_t(x, colt, r0, r1, kh, kw, stride, pt, pl, ho, wo):
 #    is ONE contiguous run of Ho·Wh floats: the transposed column matrix colt [K, Ho·Wh]
 #    of an image is K memcpy's. (Extra row Hh + 1: garbage reads stay inside the plane.)
 # 3. yᵀ [F, m] = W2ᵀ [F, K] @ colt [K, m]: BLAS's long dimension is m, the pixels, which
-#    for F < 32 runs 1.4-3x faster than col [m, K] @ W2 [K, F] (measured: 98 vs 34 GFLOPS
-#    for K = 36, F = 6). A small Numba pass transposes yᵀ into y and adds the bias.
+#    runs 1.3-3x faster than col [m, K] @ W2 [K, F] for these shapes (measured, one
+#    thread: 98 vs 62 GFLOPS for K = 36, F = 6; 82 vs 63 for K = 25, F = 32). A small
+#    Numba pass transposes yᵀ into y and adds the bias.
 #
-# The price is Wh/Wo extra columns (8-18 % here). Filter gradient: dW += colt @ dY_wide,
-# with dY copied into the wide grid (zeros in the garbage columns).
+# The price is Wh/Wo extra columns (14-18 % here). Filter gradient: dW += colt @ dY_wide,
+# with dY copied into the wide grid (zeros in the garbage columns). The code handles any
+# stride through the phase planes, but for the stride-2 layers of conv3 (C = 4..12) it
+# measured slower than im2col, so ``_use_wide`` only picks it for stride 1, C <= 4.
 
 WIDE_TARGET_BYTES = 1 << 19  # colt per chunk of images: ~512 KB, L2-resident
 
