@@ -41,11 +41,11 @@ class ExponentialMovingAverage:
 
     def apply(self, params: dict[str, np.ndarray], num_updates: int | None = None) -> None:
         from .optimizers import fused
-        ema = fused("ema_update")
         one_minus_decay = self.decay_dtype.type(1) - self.effective_decay(num_updates)
         for key, w in params.items():
             shadow = self.averages.setdefault(key, w.copy())
             c = w.dtype.type(one_minus_decay)
+            ema = fused("ema_update", w.size)
             if ema is None or not ema(shadow, w, c):
                 shadow -= (shadow - w) * c
 
