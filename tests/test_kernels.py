@@ -83,6 +83,7 @@ CONV_CASES = [  # N, H, W, C, KH, KW, F, stride, padding
     (3, 11, 10, 1, 4, 3, 6, 1, "VALID"),     # "wide" C = 1 path, VALID leaves rows and columns unread
     (21, 28, 28, 1, 6, 6, 6, 1, "SAME"),     # wide path: several image chunks, a ragged last chunk
     (4, 9, 7, 4, 2, 5, 3, 1, "SAME"),        # wide path, C = 4 (strided gathers)
+    (2, 14, 14, 8, 5, 5, 16, 1, "SAME"),     # stride 1 with F >= C: dx by scatter (deep-CNN conv2-like)
 ]
 
 
