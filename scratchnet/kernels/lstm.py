@@ -1,6 +1,6 @@
 """Fast LSTM (``BasicLSTMCell`` conventions of ``scratchnet.ops.lstm``): hoisted input
-GEMM, one GEMM per step for all four gates, fused pointwise work, and the weight
-gradients as three large GEMMs after the BPTT loop.
+GEMM, one GEMM per step for all four gates, fused pointwise work, and the weight and
+input gradients as large GEMMs after the BPTT loop.
 
 Forward. The kernel [D+H, 4H] splits into an input part K_x [D, 4H] and a recurrent part
 K_h [H, 4H]. The input part does not depend on the recurrence, so all T steps are done
