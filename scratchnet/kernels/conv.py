@@ -131,46 +131,6 @@ def _col2im_add(dcol, dx, r0, r1, kh, kw, stride, pt, pl, ho, wo):
                 dxf[U(d0 + t)] += src[U(a + t)]
 
 
-@njit
-def _im2col_t(x, colt, r0, r1, kh, kw, stride, pt, pl, ho, wo):
-    """The transposed column matrix: colt[(p·KW + q)·C + c, r - r0] = x[n, i·s + p - pt,
-    j·s + q - pl, c] (0 outside x), for output pixels r in [r0, r1).
-
-    Walked one output-row segment (n, i, j0..j1) at a time: for each tap (p, q, c) the
-    segment is one contiguous run of colt, read from x with stride s·C (for C = 1,
-    s = 1 a contiguous copy), with the out-of-image ends zero-filled."""
-    h, w, c = x.shape[1], x.shape[2], x.shape[3]
-    xf = x.reshape(-1)
-    zero = x.dtype.type(0)
-    r = r0
-    while r < r1:
-        n, i, j0 = _pixel(r, ho, wo)
-        j1 = min(wo, j0 + (r1 - r))  # this segment: pixels (n, i, j0..j1)
-        t0 = r - r0
-        seg = j1 - j0
-        for p in range(kh):
-            ih = i * stride + p - pt
-            inside = 0 <= ih < h
-            for q in range(kw):
-                # columns j with 0 <= j·s + q - pl < w
-                ja = max(j0, (pl - q + stride - 1) // stride if pl - q > 0 else 0)
-                jb = min(j1, (w - 1 - q + pl) // stride + 1)
-                if not inside or jb <= ja:
-                    ja = jb = j0
-                for ch in range(c):
-                    dst = colt[(p * kw + q) * c + ch]
-                    for t in range(ja - j0):
-                        dst[U(t0 + t)] = zero
-                    src = ((n * h + ih) * w + ja * stride + q - pl) * c + ch
-                    d = t0 + ja - j0
-                    step = stride * c
-                    for t in range(jb - ja):
-                        dst[U(d + t)] = xf[U(src + t * step)]
-                    for t in range(jb - j0, seg):
-                        dst[U(t0 + t)] = zero
-        r += seg
-
-
 # --- the "wide" path: planar phase images, whole-image column copies --------------------------
 #
 # For the thin first layers (C = 1: 5x5 or 6x6 filters on 28x28) the cost was not the
