@@ -43,6 +43,10 @@ def _gate_order(hidden: int) -> np.ndarray:
                            np.arange(h, 2 * h)])
 
 
+# Both pointwise kernels take each gate block as its own row slice and loop from 0: an
+# index like ``h + k`` with a runtime h keeps Numba's negative-index wraparound check,
+# which LLVM vectorises as gathers/scatters (see docs/performance.md, rule 3).
+
 @njit
 def _gates_cell(a, c_prev, c):
     """On entry a holds [tanh(z_i/2), tanh(z_f/2), tanh(z_o/2), tanh(z_j)]; turns the first
@@ -51,11 +55,13 @@ def _gates_cell(a, c_prev, c):
     n, h = c.shape
     half = a.dtype.type(0.5)
     for r in range(n):
-        ar = a[r]
-        for k in range(3 * h):
-            ar[k] = half + half * ar[k]
+        s3 = a[r, :3 * h]
+        for k in range(s3.size):
+            s3[k] = half + half * s3[k]
+        ai, af, aj = a[r, :h], a[r, h:2 * h], a[r, 3 * h:]
+        cp, cr = c_prev[r], c[r]
         for k in range(h):
-            c[r, k] = ar[h + k] * c_prev[r, k] + ar[k] * ar[3 * h + k]
+            cr[k] = af[k] * cp[k] + ai[k] * aj[k]
 
 
 @njit
@@ -65,20 +71,23 @@ def _cell_backward(dh_out, dh_next, dc, a, c_prev, tc, dz):
     n, h = dc.shape
     one = dc.dtype.type(1)
     for r in range(n):
+        ai, af, ao, aj = a[r, :h], a[r, h:2 * h], a[r, 2 * h:3 * h], a[r, 3 * h:]
+        zi, zf, zo, zj = dz[r, :h], dz[r, h:2 * h], dz[r, 2 * h:3 * h], dz[r, 3 * h:]
+        tcr, dho, dhn, dcr, cp = tc[r], dh_out[r], dh_next[r], dc[r], c_prev[r]
         for k in range(h):
-            i = a[r, k]
-            f = a[r, h + k]
-            o = a[r, 2 * h + k]
-            j = a[r, 3 * h + k]
-            t = tc[r, k]
-            dh = dh_out[r, k] + dh_next[r, k]
+            i = ai[k]
+            f = af[k]
+            o = ao[k]
+            j = aj[k]
+            t = tcr[k]
+            dh = dho[k] + dhn[k]
             do = dh * t
-            d = dc[r, k] + dh * o * (one - t * t)
-            dz[r, k] = d * j * i * (one - i)
-            dz[r, h + k] = d * c_prev[r, k] * f * (one - f)
-            dz[r, 2 * h + k] = do * o * (one - o)
-            dz[r, 3 * h + k] = d * i * (one - j * j)
-            dc[r, k] = d * f
+            d = dcr[k] + dh * o * (one - t * t)
+            zi[k] = d * j * i * (one - i)
+            zf[k] = d * cp[k] * f * (one - f)
+            zo[k] = do * o * (one - o)
+            zj[k] = d * i * (one - j * j)
+            dcr[k] = d * f
 
 
 def lstm_forward(x, kernel, bias, forget_bias: float = 1.0):
