@@ -48,13 +48,23 @@ class Layer:
         y, self._cache = self._forward(x, training)
         return y
 
-    def backward(self, dy: np.ndarray) -> np.ndarray:
+    def backward(self, dy: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
+        """Fill ``grads`` and return dL/dx; with ``input_grad=False`` (the first layer of a
+        training step: nothing consumes dL/dx) return None and skip computing it where
+        the layer can (``_param_grads``)."""
         if self._cache is None:
             raise RuntimeError(f"{self.name}: backward() called before forward()")
-        dx, grads = self._backward(dy, self._cache)
+        if input_grad:
+            dx, grads = self._backward(dy, self._cache)
+        else:
+            dx, grads = None, self._param_grads(dy, self._cache)
         for k, g in grads.items():
             self.grads[k] = g
         return dx
+
+    def _param_grads(self, dy, cache) -> dict:
+        """The parameter gradients alone (default: the full backward, dx dropped)."""
+        return self._backward(dy, cache)[1]
 
     def op(self, name: str):
         return _backend.op(name, self.backend)
@@ -102,6 +112,10 @@ class Dense(Layer):
         dx, dw, db = self.op("dense_backward")(dy, cache)
         return dx, {"w": dw, "b": db}
 
+    def _param_grads(self, dy, cache):
+        dw, db = self.op("dense_backward_params")(dy, cache)
+        return {"w": dw, "b": db}
+
 
 class Conv2D(Layer):
     """2-D convolution (``tf.nn.conv2d``) plus bias.
@@ -133,6 +147,10 @@ class Conv2D(Layer):
     def _backward(self, dy, cache):
         dx, dw, db = self.op("conv2d_backward")(dy, cache)
         return dx, {"w": dw, "b": db}
+
+    def _param_grads(self, dy, cache):
+        dw, db = self.op("conv2d_backward_params")(dy, cache)
+        return {"w": dw, "b": db}
 
 
 class MaxPool2D(Layer):

@@ -46,10 +46,20 @@ class Sequential:
 
     __call__ = forward
 
-    def backward(self, dy: np.ndarray) -> np.ndarray:
-        """Backpropagate ``dy`` (gradient of the loss w.r.t. the output); return dL/dx."""
-        for layer in reversed(self.layers):
-            dy = layer.backward(dy)
+    def backward(self, dy: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
+        """Backpropagate ``dy`` (gradient of the loss w.r.t. the output); return dL/dx.
+
+        ``input_grad=False`` (a training step, which only needs the parameter gradients):
+        stop at the first layer that has parameters, without computing its input gradient
+        (for a first convolution that is a third of its backward pass), and return None.
+        """
+        first = -1  # every layer, every input gradient
+        if not input_grad:
+            first = next((k for k, l in enumerate(self.layers) if l.params), len(self.layers))
+        for k in reversed(range(len(self.layers))):
+            if k < first:
+                return None
+            dy = self.layers[k].backward(dy, input_grad=k > first)
         return dy
 
     @property

@@ -63,7 +63,7 @@ class Trainer:
         logits = self.model.forward(images.astype(dtype, copy=False), training=True)
         loss, dlogits = softmax_cross_entropy(logits, labels)
         loss = loss * dtype.type(r.loss_scale)
-        self.model.backward(dlogits * dtype.type(r.loss_scale))
+        self.model.backward(dlogits * dtype.type(r.loss_scale), input_grad=False)  # dL/dimages is never used
         grads = dict(self.model.grads)
         if r.l2_scale:
             l2, l2_grads = l2_penalty(self.model.params, r.l2_params, r.l2_scale)

@@ -80,6 +80,10 @@ CONV_CASES = [  # N, H, W, C, KH, KW, F, stride, padding
     (2, 14, 14, 8, 4, 4, 12, 2, "SAME"),     # Görner conv3-like
     (1, 6, 7, 4, 2, 3, 3, 2, "SAME"),        # non-square kernel, stride 2
     (5, 14, 14, 32, 5, 5, 8, 1, "SAME"),     # several chunks per thread, both threads busy
+    (3, 11, 10, 1, 4, 3, 6, 1, "VALID"),     # "wide" C = 1 path, VALID leaves rows and columns unread
+    (21, 28, 28, 1, 6, 6, 6, 1, "SAME"),     # wide path: several image chunks, a ragged last chunk
+    (4, 9, 7, 4, 2, 5, 3, 1, "SAME"),        # wide path, C = 4 (strided gathers)
+    (2, 14, 14, 8, 5, 5, 16, 1, "SAME"),     # stride 1 with F >= C: dx by scatter (deep-CNN conv2-like)
 ]
 
 
@@ -138,7 +142,7 @@ def test_max_pool_tie_rule():
 # --- dense, relu, loss --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
-@pytest.mark.parametrize("shape", [(1, 3, 4), (7, 33, 5), (50, 3136, 64)])
+@pytest.mark.parametrize("shape", [(1, 3, 4), (7, 33, 5), (50, 3136, 64), (3, 1100, 1000)])  # last: big-weight dx path
 def test_dense(shape, dtype):
     n, i, o = shape
     rng = np.random.default_rng(3)
@@ -250,3 +254,70 @@ def test_model_through_backend(dtype):
     close(m_fast.backward(dy), m_ref.backward(dy), dtype, "dx")
     for k in m_ref.grads:
         close(m_fast.grads[k], m_ref.grads[k], dtype, k)
+
+
+# --- fused optimizer updates ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("size", [1, 17, 300_001])  # ragged tails; large enough to split over threads
+def test_fused_updates_are_bit_exact(size, dtype):
+    """The fused Adam / EMA / SGD kernels give exactly the NumPy lines' bits."""
+    from scratchnet.kernels import optim as fused
+    t = np.dtype(dtype).type
+    rng = np.random.default_rng(9)
+    p, g = rand(rng, (size,), dtype), rand(rng, (size,), dtype)
+    m, v = rand(rng, (size,), dtype) * t(0.1), np.abs(rand(rng, (size,), dtype)) * t(0.01)
+    g[0] = 0  # sqrt(v) + eps with v small
+    alpha, c1, c2, eps = t(1e-3) * np.sqrt(t(1) - t(0.999) ** 3) / (t(1) - t(0.9) ** 3), t(1) - t(0.9), \
+        t(1) - t(0.999), t(1e-8)
+    p0, m0, v0 = p.copy(), m.copy(), v.copy()
+    m0 += (g - m0) * c1
+    v0 += (g * g - v0) * c2
+    p0 -= m0 * alpha / (np.sqrt(v0) + eps)
+    assert fused.adam_update(p, g, m, v, alpha, c1, c2, eps)
+    for a, b in ((p, p0), (m, m0), (v, v0)):
+        np.testing.assert_array_equal(a, b)
+    s, s0, c = m.copy(), m.copy(), t(1) - t(0.99)
+    s0 -= (s0 - p) * c
+    assert fused.ema_update(s, p, c)
+    np.testing.assert_array_equal(s, s0)
+    p1 = p.copy()
+    p1 -= g * t(0.8)
+    assert fused.sgd_update(p, g, t(0.8))
+    np.testing.assert_array_equal(p, p1)
+    if size > 1:  # not contiguous: refused, the caller runs its NumPy line
+        assert not fused.sgd_update(p[::2], g[::2], t(0.8))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_param_grads_without_input_grad(dtype):
+    """conv2d/dense_backward_params equal the full backward's dw, db in both backends, and
+    Sequential.backward(input_grad=False) leaves every parameter gradient unchanged."""
+    from scratchnet.layers import Conv2D, Dense, Flatten, ReLU
+    from scratchnet.model import Sequential
+    rng = np.random.default_rng(10)
+    x, w, b = rand(rng, (3, 9, 9, 2), dtype), rand(rng, (3, 3, 2, 4), dtype), rand(rng, (4,), dtype)
+    for m in (ref, fast):
+        y, cache = m.conv2d_forward(x, w, b, 2, "SAME")
+        dy = rand(rng, y.shape, dtype)
+        _, dw, db = m.conv2d_backward(dy, cache)
+        dw1, db1 = m.conv2d_backward_params(dy, cache)
+        close(dw1, dw, dtype, "dw")
+        close(db1, db, dtype, "db")
+        xd, wd, bd = rand(rng, (4, 7), dtype), rand(rng, (7, 3), dtype), rand(rng, (3,), dtype)
+        y, cache = m.dense_forward(xd, wd, bd)
+        dy = rand(rng, y.shape, dtype)
+        _, dw, db = m.dense_backward(dy, cache)
+        dw1, db1 = m.dense_backward_params(dy, cache)
+        close(dw1, dw, dtype, "dense dw")
+        close(db1, db, dtype, "dense db")
+    model = Sequential([Flatten(), Dense(9 * 9 * 2, 5), ReLU(), Dense(5, 3)], seed=0, dtype=dtype)
+    conv = Sequential([Conv2D(3, 2, 4), ReLU(), Flatten(), Dense(9 * 9 * 4, 3)], seed=0, dtype=dtype)
+    for net in (model, conv):
+        dy = rand(rng, net.forward(x, training=True).shape, dtype)
+        dx = net.backward(dy)
+        assert dx.shape == x.shape
+        full = {k: g.copy() for k, g in net.grads.items()}
+        assert net.backward(dy, input_grad=False) is None
+        for k, g in net.grads.items():
+            close(g, full[k], dtype, k)

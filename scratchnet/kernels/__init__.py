@@ -3,15 +3,21 @@
 This module is the ``"fast"`` backend (``scratchnet.backend``). Each hot operation has a
 faster implementation here; everything else is re-exported from the reference:
 
-===================  ======================================================================
-conv2d_*             chunked NHWC im2col (Numba) + one-thread sgemm per worker thread
-max_pool_*           one Numba pass writing max and uint8 argmax; backward scatters through it
-dense_*              BLAS with transpose flags, bias added in place
-lstm_*               hoisted input GEMM, one 4-gate GEMM per step, fused pointwise, post-loop
-                     weight-gradient GEMMs
-relu_*               one-pass Numba, split over the worker threads
-softmax_cross_entropy  one pass per row (Numba)
-===================  ======================================================================
+========================  ==================================================================
+conv2d_*                  chunked NHWC im2col (Numba, contiguous runs) + one-thread sgemm per
+                          worker; "wide" whole-image columns for thin first layers;
+                          ``conv2d_backward_params`` skips dX for a first layer
+max_pool_*                one Numba pass writing max and uint8 argmax; backward writes dx once
+                          when the windows tile the input, else scatters through the argmax
+dense_*                   BLAS with transpose flags, bias added in place; big-weight dX as
+                          (w @ dyᵀ)ᵀ; ``dense_backward_params`` skips dX for a first layer
+lstm_*                    hoisted input GEMM, one 4-gate GEMM per step, fused pointwise,
+                          post-loop weight-gradient GEMMs
+relu_*                    one-pass Numba, split over the worker threads
+softmax_cross_entropy     one pass per row (Numba)
+optim.adam/ema/sgd_update fused one-pass optimizer updates, bit-equal to the NumPy lines
+                          (used by ``scratchnet.optim`` when this backend is active)
+========================  ==================================================================
 
 A forward's cache is meant for the backward of the SAME module (the layers always pair
 them through the backend); caches are not interchangeable with ``scratchnet.ops``.
@@ -23,12 +29,12 @@ from ..ops import (dropout_backward, dropout_forward, l2_loss, l2_penalty, log_s
                    softmax_backward, softmax_forward, tanh_backward, tanh_forward)
 from ._runtime import CACHE_DIR, NUM_THREADS  # noqa: F401
 from .activations import relu_backward, relu_forward  # noqa: F401
-from .conv import conv2d_backward, conv2d_forward  # noqa: F401
-from .dense import dense_backward, dense_forward  # noqa: F401
+from .conv import conv2d_backward, conv2d_backward_params, conv2d_forward  # noqa: F401
+from .dense import dense_backward, dense_backward_params, dense_forward  # noqa: F401
 from .losses import softmax_cross_entropy  # noqa: F401
 from .lstm import lstm_backward, lstm_forward  # noqa: F401
 from .pool import max_pool_backward, max_pool_forward  # noqa: F401
 
-FAST = ("conv2d_forward", "conv2d_backward", "max_pool_forward", "max_pool_backward",
+FAST = ("conv2d_forward", "conv2d_backward", "conv2d_backward_params", "dense_backward_params", "max_pool_forward", "max_pool_backward",
         "dense_forward", "dense_backward", "lstm_forward", "lstm_backward",
         "relu_forward", "relu_backward", "softmax_cross_entropy")

@@ -15,19 +15,26 @@ from ._runtime import njit, parallel
 _MIN_PER_THREAD = 1 << 16  # below ~64K elements a second thread costs more than it saves
 
 
+# The loops run over slices from index 0: with ``range(a, b)`` Numba cannot prove the
+# index is non-negative and keeps NumPy's negative-index wraparound in the loop, which
+# LLVM vectorises as gathers/scatters (4x slower than np.maximum). From 0 it is a plain
+# compare-and-blend over 16 floats per AVX-512 instruction.
+
 @njit
 def _relu(x, y, a, b):
     zero = x.dtype.type(0)
-    for k in range(a, b):
-        v = x[k]
-        y[k] = zero if v <= zero else v  # -0.0 -> +0.0 and NaN -> NaN, like np.maximum
+    xs, ys = x[a:b], y[a:b]
+    for k in range(xs.size):
+        v = xs[k]
+        ys[k] = zero if v <= zero else v  # -0.0 -> +0.0 and NaN -> NaN, like np.maximum
 
 
 @njit
 def _relu_grad(dy, x, dx, a, b):
     zero = dy.dtype.type(0)
-    for k in range(a, b):
-        dx[k] = dy[k] if x[k] > 0 else zero
+    ds, xs, os = dy[a:b], x[a:b], dx[a:b]
+    for k in range(ds.size):
+        os[k] = ds[k] if xs[k] > zero else zero
 
 
 def relu_forward(x):

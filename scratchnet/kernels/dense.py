@@ -18,7 +18,27 @@ def dense_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray):
     return y, (x, w)
 
 
+BIG_WEIGHT = 1 << 20  # elements; deep-CNN fc1 has 3.2 M
+
+
+def _input_grad(dy, w):
+    """dx = dy @ wᵀ. For a large weight and a small batch (deep-CNN fc1: 50 × 1024 @
+    1024 × 3136), OpenBLAS runs the transposed product dxᵀ = w @ dyᵀ 25 % faster (single
+    thread 6.5 -> 4.9 ms; the weight streams through once either way, the other
+    orientation packs it less well); transposing the small [N, In] result back costs
+    ~0.1 ms. Small layers keep the direct product (there the copy would dominate)."""
+    if w.size >= BIG_WEIGHT:
+        return np.ascontiguousarray(np.matmul(w, dy.T).T)
+    return np.matmul(dy, w.T)
+
+
 def dense_backward(dy: np.ndarray, cache):
     """Return ``dx [N, In], dw [In, Out], db [Out]``."""
     x, w = cache
-    return np.matmul(dy, w.T), np.matmul(x.T, dy), dy.sum(axis=0)
+    return _input_grad(dy, w), np.matmul(x.T, dy), dy.sum(axis=0)
+
+
+def dense_backward_params(dy: np.ndarray, cache):
+    """Return ``dw [In, Out], db [Out]`` only (a first layer: no input gradient)."""
+    x, w = cache
+    return np.matmul(x.T, dy), dy.sum(axis=0)

@@ -1,6 +1,6 @@
 """Fast LSTM (``BasicLSTMCell`` conventions of ``scratchnet.ops.lstm``): hoisted input
-GEMM, one GEMM per step for all four gates, fused pointwise work, and the weight
-gradients as three large GEMMs after the BPTT loop.
+GEMM, one GEMM per step for all four gates, fused pointwise work, and the weight and
+input gradients as large GEMMs after the BPTT loop.
 
 Forward. The kernel [D+H, 4H] splits into an input part K_x [D, 4H] and a recurrent part
 K_h [H, 4H]. The input part does not depend on the recurrence, so all T steps are done
@@ -12,18 +12,21 @@ at once before the loop (one [T·N, D] @ [D, 4H] GEMM, bias and forget bias fold
              h_t = tanh(c_t)·σo
 
 Internally the gate columns are reordered from (i, j, f, o) to (i, f, o, j), so the three
-sigmoid gates are one contiguous block and the sigmoid is four whole-block NumPy ufunc
-passes (negate, exp, +1, reciprocal: NumPy's float32 exp/tanh are SIMD-vectorised; a
-scalar libm call per element from Numba is 5-30× slower). The columns go back to the
+sigmoid gates are one contiguous block. The sigmoid is computed as σ(z) = 0.5 + 0.5·tanh(z/2)
+with the sigmoid columns of the kernel and bias halved beforehand (exact, a power of two):
+one NumPy ``tanh`` pass over all 4H columns (NumPy's float32 tanh is SIMD-vectorised; a
+scalar libm call per element from Numba is 5-30× slower), then one Numba pass that maps
+the three sigmoid blocks to 0.5 + 0.5·t and computes c_t. The columns go back to the
 caller's order only in the returned gradients.
 
 BPTT. Per step only two things are sequential: the fused pointwise backward (one Numba
 pass producing dz_t [N, 4H] and the new dc) and dh_{t-1} = dz_t @ K_hᵀ. Everything that
 sums over time is done once after the loop with K = T·N = 3584:
 
-    dK_x = Xᵀ @ dZ,   dK_h = H_prevᵀ @ dZ,   dbias = Σ dZ,   dX = dZ @ K_xᵀ
+    [dK_x; dK_h] = [X, H_prev]ᵀ @ dZ  (one GEMM: the forward keeps [x_t, h_{t-1}] side by
+    side in one array),   dbias = Σ dZ,   dX = dZ @ K_xᵀ
 
-The reference does those four products (with K = N) inside the loop, T times.
+The reference does those products (with K = N) inside the loop, T times.
 """
 
 from __future__ import annotations
@@ -40,13 +43,25 @@ def _gate_order(hidden: int) -> np.ndarray:
                            np.arange(h, 2 * h)])
 
 
+# Both pointwise kernels take each gate block as its own row slice and loop from 0: an
+# index like ``h + k`` with a runtime h keeps Numba's negative-index wraparound check,
+# which LLVM vectorises as gathers/scatters (see docs/performance.md, rule 3).
+
 @njit
-def _cell(a, c_prev, c):
-    """c = σf · c_prev + σi · tanh j  (a holds [σi, σf, σo, tanh j])."""
+def _gates_cell(a, c_prev, c):
+    """On entry a holds [tanh(z_i/2), tanh(z_f/2), tanh(z_o/2), tanh(z_j)]; turns the first
+    three blocks into σ = 0.5 + 0.5·tanh(z/2) in place and writes
+    c = σf · c_prev + σi · tanh j."""
     n, h = c.shape
+    half = a.dtype.type(0.5)
     for r in range(n):
+        s3 = a[r, :3 * h]
+        for k in range(s3.size):
+            s3[k] = half + half * s3[k]
+        ai, af, aj = a[r, :h], a[r, h:2 * h], a[r, 3 * h:]
+        cp, cr = c_prev[r], c[r]
         for k in range(h):
-            c[r, k] = a[r, h + k] * c_prev[r, k] + a[r, k] * a[r, 3 * h + k]
+            cr[k] = af[k] * cp[k] + ai[k] * aj[k]
 
 
 @njit
@@ -56,20 +71,23 @@ def _cell_backward(dh_out, dh_next, dc, a, c_prev, tc, dz):
     n, h = dc.shape
     one = dc.dtype.type(1)
     for r in range(n):
+        ai, af, ao, aj = a[r, :h], a[r, h:2 * h], a[r, 2 * h:3 * h], a[r, 3 * h:]
+        zi, zf, zo, zj = dz[r, :h], dz[r, h:2 * h], dz[r, 2 * h:3 * h], dz[r, 3 * h:]
+        tcr, dho, dhn, dcr, cp = tc[r], dh_out[r], dh_next[r], dc[r], c_prev[r]
         for k in range(h):
-            i = a[r, k]
-            f = a[r, h + k]
-            o = a[r, 2 * h + k]
-            j = a[r, 3 * h + k]
-            t = tc[r, k]
-            dh = dh_out[r, k] + dh_next[r, k]
+            i = ai[k]
+            f = af[k]
+            o = ao[k]
+            j = aj[k]
+            t = tcr[k]
+            dh = dho[k] + dhn[k]
             do = dh * t
-            d = dc[r, k] + dh * o * (one - t * t)
-            dz[r, k] = d * j * i * (one - i)
-            dz[r, h + k] = d * c_prev[r, k] * f * (one - f)
-            dz[r, 2 * h + k] = do * o * (one - o)
-            dz[r, 3 * h + k] = d * i * (one - j * j)
-            dc[r, k] = d * f
+            d = dcr[k] + dh * o * (one - t * t)
+            zi[k] = d * j * i * (one - i)
+            zf[k] = d * cp[k] * f * (one - f)
+            zo[k] = do * o * (one - o)
+            zj[k] = d * i * (one - j * j)
+            dcr[k] = d * f
 
 
 def lstm_forward(x, kernel, bias, forget_bias: float = 1.0):
@@ -81,38 +99,42 @@ def lstm_forward(x, kernel, bias, forget_bias: float = 1.0):
     kp = np.ascontiguousarray(kernel[:, perm])
     bp = bias[perm].astype(dtype, copy=True)
     bp[hidden:2 * hidden] += dtype.type(forget_bias)
-    xt = np.ascontiguousarray(x.transpose(1, 0, 2)).reshape(t_len * n, d)  # time-major
-    acts = np.matmul(xt, kp[:d]).reshape(t_len, n, 4 * hidden)  # becomes the gate activations
+    # σ(z) = 0.5 + 0.5·tanh(z/2): the sigmoid columns of the kernel and bias are halved
+    # (exact: a power of two), so ONE np.tanh pass over all 4H columns serves the three
+    # sigmoid gates and the candidate, instead of negate, exp, +1, reciprocal (4 passes
+    # over 3H columns) plus a tanh; and tanh never overflows, unlike exp(-z).
+    half = dtype.type(0.5)
+    ks = kp.copy()
+    ks[:, :3 * hidden] *= half
+    bp[:3 * hidden] *= half
+    # xh[t] = [x_t, h_{t-1}]: the step GEMM reads h_{t-1} from it, and the backward gets
+    # both weight gradients from ONE GEMM over it.
+    xh = np.empty((t_len + 1, n, d + hidden), dtype)
+    xh[:t_len, :, :d] = x.transpose(1, 0, 2)
+    xh[t_len, :, :d] = 0
+    xh[0, :, d:] = 0
+    acts = np.matmul(xh[:t_len, :, :d].reshape(t_len * n, d), ks[:d]).reshape(t_len, n, 4 * hidden)
     acts += bp
-    kh = kp[d:]
-    hs = np.empty((t_len + 1, n, hidden), dtype)
-    hs[0] = 0
+    kh = ks[d:]
     cs = np.empty((t_len, n, hidden), dtype)
     tcs = np.empty((t_len, n, hidden), dtype)
     zero_c = np.zeros((n, hidden), dtype)
     hz = np.empty((n, 4 * hidden), dtype)
-    with np.errstate(over="ignore", under="ignore"):  # exp(-z) = inf for z << 0 gives σ = 1/(1+inf) = 0, correctly
-        for t in range(t_len):
-            z = acts[t]
-            np.matmul(hs[t], kh, out=hz)
-            z += hz
-            s = z[:, :3 * hidden]
-            np.negative(s, out=s)
-            np.exp(s, out=s)
-            s += dtype.type(1)
-            np.reciprocal(s, out=s)
-            g = z[:, 3 * hidden:]
-            np.tanh(g, out=g)
-            _cell(z, cs[t - 1] if t else zero_c, cs[t])
-            np.tanh(cs[t], out=tcs[t])
-            np.multiply(tcs[t], z[:, 2 * hidden:3 * hidden], out=hs[t + 1])
-    h = np.ascontiguousarray(hs[1:].transpose(1, 0, 2))
-    return h, (xt, kp, perm, acts, cs, tcs, hs, d)
+    for t in range(t_len):
+        z = acts[t]
+        np.matmul(xh[t, :, d:], kh, out=hz)
+        z += hz
+        np.tanh(z, out=z)
+        _gates_cell(z, cs[t - 1] if t else zero_c, cs[t])  # z becomes [σi, σf, σo, tanh j]
+        np.tanh(cs[t], out=tcs[t])
+        np.multiply(tcs[t], z[:, 2 * hidden:3 * hidden], out=xh[t + 1, :, d:])
+    h = np.ascontiguousarray(xh[1:, :, d:].transpose(1, 0, 2))
+    return h, (xh, kp, perm, acts, cs, tcs, d)
 
 
 def lstm_backward(dh_out, cache):
     """Return ``dx [N, T, D], dkernel [D+H, 4H], dbias [4H]`` from ``dh_out [N, T, H]``."""
-    xt, kp, perm, acts, cs, tcs, hs, d = cache
+    xh, kp, perm, acts, cs, tcs, d = cache
     n, t_len, hidden = dh_out.shape
     dtype = kp.dtype
     dht = np.ascontiguousarray(dh_out.transpose(1, 0, 2), dtype=dtype)
@@ -126,9 +148,7 @@ def lstm_backward(dh_out, cache):
         if t:
             np.matmul(dz[t], kh_t, out=dh_next)
     dz2 = dz.reshape(t_len * n, 4 * hidden)
-    dkp = np.empty_like(kp)
-    np.matmul(xt.T, dz2, out=dkp[:d])
-    np.matmul(hs[:-1].reshape(t_len * n, hidden).T, dz2, out=dkp[d:])
+    dkp = np.matmul(xh[:t_len].reshape(t_len * n, d + hidden).T, dz2)  # [x_t, h_{t-1}]ᵀ @ dz, all t
     dbp = dz2.sum(axis=0)
     dx = np.matmul(dz2, kp[:d].T).reshape(t_len, n, d).transpose(1, 0, 2)
     dkernel = np.empty_like(dkp)

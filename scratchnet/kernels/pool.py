@@ -75,6 +75,27 @@ def _pool_backward(dy, arg, dx, n0, n1, kw, sh, sw, pt, pl):
                         dx[n, ih, iw, ch] += dy[n, i, j, ch]
 
 
+@njit
+def _pool_backward_tiled(dy, arg, dx, n0, n1, kh, kw):
+    """Non-overlapping windows that tile x exactly (stride = window, no padding): every
+    dx element belongs to exactly one window, so dx is WRITTEN once (dy where the argmax
+    points, else 0), with no zero-fill pass and no read-modify-write; the channel loop
+    is a compare-and-select over contiguous vectors."""
+    ho, wo, c = dy.shape[1], dy.shape[2], dy.shape[3]
+    zero = dy.dtype.type(0)
+    for n in range(n0, n1):
+        for i in range(ho):
+            for p in range(kh):
+                for j in range(wo):
+                    g = dy[n, i, j]
+                    a = arg[n, i, j]
+                    for q in range(kw):
+                        d = dx[n, i * kh + p, j * kw + q]
+                        k = p * kw + q
+                        for ch in range(c):
+                            d[ch] = g[ch] if a[ch] == k else zero
+
+
 def max_pool_forward(x, ksize=(2, 2), stride=(2, 2), padding: str = "SAME"):
     """Return ``y [N, Ho, Wo, C]`` and the cache for ``max_pool_backward`` (this module's)."""
     (kh, kw), (sh, sw) = tuple(ksize), tuple(stride)
@@ -92,6 +113,11 @@ def max_pool_backward(dy, cache):
     """Return ``dx [N, H, W, C]``."""
     x_shape, (kh, kw), (sh, sw), (pt, pl), arg = cache
     dy = np.ascontiguousarray(dy)
+    if (sh, sw) == (kh, kw) and (pt, pl) == (0, 0) and dy.shape[1] * kh == x_shape[1] \
+            and dy.shape[2] * kw == x_shape[2]:
+        dx = np.empty(x_shape, dy.dtype)
+        parallel(lambda a, b: _pool_backward_tiled(dy, arg, dx, a, b, kh, kw), x_shape[0])
+        return dx
     dx = np.zeros(x_shape, dy.dtype)
     parallel(lambda a, b: _pool_backward(dy, arg, dx, a, b, kw, sh, sw, pt, pl), x_shape[0])
     return dx

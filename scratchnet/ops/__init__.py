@@ -7,8 +7,8 @@ the gradients, CS231n-style. These are the versions to read; the fast kernels in
 
 from .activations import (relu_backward, relu_forward, sigmoid, sigmoid_backward, sigmoid_forward,
                           softmax, softmax_backward, softmax_forward, tanh_backward, tanh_forward)
-from .conv import conv2d_backward, conv2d_forward
-from .dense import dense_backward, dense_forward
+from .conv import conv2d_backward, conv2d_backward_params, conv2d_forward
+from .dense import dense_backward, dense_backward_params, dense_forward
 from .dropout import dropout_backward, dropout_forward
 from .losses import l2_loss, l2_penalty, log_softmax, softmax_cross_entropy
 from .lstm import lstm_backward, lstm_forward

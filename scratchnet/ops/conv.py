@@ -57,6 +57,13 @@ def conv2d_forward(x, w, b, stride: int = 1, padding: str = "SAME"):
     return y, (x.shape, xp, w, stride, out_hw, pads)
 
 
+def conv2d_backward_params(dy, cache):
+    """Return ``dw [KH, KW, C, F], db [F]`` only: a first layer's input needs no gradient."""
+    x_shape, xp, w, stride, out_hw, pads = cache
+    windows = windows_view(xp, w.shape[0], w.shape[1], stride, out_hw)
+    return np.tensordot(windows, dy, axes=([0, 1, 2], [0, 1, 2])), dy.sum(axis=(0, 1, 2))
+
+
 def conv2d_backward(dy, cache):
     """Return ``dx [N, H, W, C], dw [KH, KW, C, F], db [F]``."""
     x_shape, xp, w, stride, out_hw, pads = cache

@@ -18,3 +18,9 @@ def dense_backward(dy: np.ndarray, cache):
     """Return ``dx [N, In], dw [In, Out], db [Out]``."""
     x, w = cache
     return dy @ w.T, x.T @ dy, dy.sum(axis=0)
+
+
+def dense_backward_params(dy: np.ndarray, cache):
+    """Return ``dw [In, Out], db [Out]`` only: a first layer's input needs no gradient."""
+    x, w = cache
+    return x.T @ dy, dy.sum(axis=0)

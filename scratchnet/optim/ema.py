@@ -40,10 +40,14 @@ class ExponentialMovingAverage:
         return min(f(self.decay), (f(1) + n) / (f(10) + n))
 
     def apply(self, params: dict[str, np.ndarray], num_updates: int | None = None) -> None:
+        from .optimizers import fused
         one_minus_decay = self.decay_dtype.type(1) - self.effective_decay(num_updates)
         for key, w in params.items():
             shadow = self.averages.setdefault(key, w.copy())
-            shadow -= (shadow - w) * w.dtype.type(one_minus_decay)
+            c = w.dtype.type(one_minus_decay)
+            ema = fused("ema_update", w.size)
+            if ema is None or not ema(shadow, w, c):
+                shadow -= (shadow - w) * c
 
     @contextmanager
     def averaged(self, params: dict[str, np.ndarray]):
