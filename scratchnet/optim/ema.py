@@ -17,6 +17,8 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from .optimizers import fused
+
 
 class ExponentialMovingAverage:
     """``num_updates=True``: ``apply`` takes TF's ``num_updates`` (usually the global step),
@@ -40,7 +42,6 @@ class ExponentialMovingAverage:
         return min(f(self.decay), (f(1) + n) / (f(10) + n))
 
     def apply(self, params: dict[str, np.ndarray], num_updates: int | None = None) -> None:
-        from .optimizers import fused
         one_minus_decay = self.decay_dtype.type(1) - self.effective_decay(num_updates)
         for key, w in params.items():
             shadow = self.averages.setdefault(key, w.copy())
