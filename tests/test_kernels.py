@@ -203,6 +203,7 @@ LSTM_CASES = [  # N, T, D, H, forget_bias
     (3, 5, 4, 6, 1.0),
     (4, 28, 28, 8, 0.0),   # the recipe's sequence length, no forget bias
     (2, 3, 5, 16, 1.0),
+    (37, 4, 6, 8, 1.0),    # enough rows for the worker threads to split the batch (18 + 19)
 ]
 
 
