@@ -17,6 +17,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="folder with the MNIST IDX files (default: $SCRATCHNET_DATA_DIR, "
                              "then the bundled copy, then a download into the cache)")
+    parser.add_argument("--backend", choices=["fast", "reference"], default=None,
+                        help="scratchnet's kernels: the fast ones (default) or the plain NumPy "
+                             "reference (default: $SCRATCHNET_BACKEND, then fast)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     sub.add_parser("data", help="show the MNIST splits, class counts and checksum status")
@@ -51,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.data_dir is not None:
         os.environ["SCRATCHNET_DATA_DIR"] = str(args.data_dir)
+    if args.backend is not None:
+        from . import backend
+        backend.set_backend(args.backend)
     commands = {"data": _data, "train": _train, "eval": _eval, "report": _report, "parity": _parity}
     return commands[args.command](args)
 

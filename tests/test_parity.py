@@ -160,7 +160,16 @@ def test_cli_exit_status(capsys):
 
     assert main(["parity", "--sections", "ema", "schedules", "--dtype", "float64", "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "all passed" in out and "float64 tensor" in out
+    assert "all passed" in out and "float64 tensor" in out and "(fast backend)" in out
+
+
+def test_cli_backend_option(reference_backend, capsys):
+    from scratchnet import backend
+    from scratchnet.cli import main
+
+    backend.set_backend("fast")  # the fixture restores the default afterwards
+    assert main(["--backend", "reference", "parity", "--sections", "ema", "--quiet"]) == 0
+    assert "(reference backend)" in capsys.readouterr().out and backend.get_backend() == "reference"
 
 
 def test_cli_fails_on_a_broken_backward(reference_backend, monkeypatch, capsys):
