@@ -28,7 +28,11 @@ def pytest_generate_tests(metafunc):
 
 def label(impl: str) -> str:
     """The implementation's name in reports; TF runs say whether oneDNN was on."""
-    return impl + ("+onednn" if impl.startswith("tf") and env.onednn() else "")
+    return impl + ("+onednn" if _is_tf(impl) and env.onednn() else "")
+
+
+def _is_tf(impl: str) -> bool:
+    return impl.startswith("tf")
 
 
 def record(benchmark, fn, *, group: str, impl: str, flops: float | None = None, **info):
@@ -36,7 +40,8 @@ def record(benchmark, fn, *, group: str, impl: str, flops: float | None = None, 
     fn()
     fn()
     benchmark.group = group
-    benchmark.extra_info.update(impl=label(impl), threads=env.THREADS, onednn=env.onednn(), **info)
+    benchmark.extra_info.update(impl=label(impl), threads=env.THREADS,
+                                 onednn=env.onednn() if _is_tf(impl) else None, **info)
     if flops:
         benchmark.extra_info["flops"] = flops
     benchmark(fn)

@@ -29,9 +29,12 @@ def apply() -> None:
 
 
 def onednn() -> bool:
-    """TensorFlow's oneDNN switch as this process will see it (read once, at TF import;
-    off by default on this AMD CPU)."""
-    return os.environ.get("TF_ENABLE_ONEDNN_OPTS", "0").lower() in ("1", "true")
+    """Whether this process's TensorFlow runs its oneDNN kernels, as TF reports it.
+    ``TF_ENABLE_ONEDNN_OPTS`` is read once, at import; unset, TF decides from the CPU (on
+    here: this Zen 4 has AVX-512 VNNI/BF16; off on, e.g., Zen 3)."""
+    import_tf()
+    from tensorflow.python.util import _pywrap_util_port
+    return bool(_pywrap_util_port.IsMklEnabled())
 
 
 _tf = None

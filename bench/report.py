@@ -9,7 +9,8 @@ the raw pytest-benchmark JSON files in ``bench/results/raw/``.
 Each round runs three processes one after the other:
 
 1. numpy + fast (scratchnet), and the sgemm yardstick,
-2. TensorFlow with oneDNN off (TF's default on this AMD CPU): tf.function and XLA,
+2. TensorFlow with ``TF_ENABLE_ONEDNN_OPTS=0`` (oneDNN off; TF's default on CPUs without
+   AVX-512 VNNI, e.g. Zen 3): tf.function and XLA,
 3. TensorFlow with ``TF_ENABLE_ONEDNN_OPTS=1``: tf.function and XLA,
 
 because ``TF_ENABLE_ONEDNN_OPTS`` is read once at import, and because TF's thread pools
