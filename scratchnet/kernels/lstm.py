@@ -132,7 +132,7 @@ def lstm_forward(x, kernel, bias, forget_bias: float = 1.0):
         hz = np.empty((b - a, 4 * hidden), dtype)
         for t in range(t_len):
             z = acts[t, a:b]
-            np.matmul(xh[t, a:b, d:], kh, out=hz)
+            np.dot(xh[t, a:b, d:], kh, out=hz)
             z += hz
             np.tanh(z, out=z)
             _gates_cell(z, cs[t - 1, a:b] if t else zero_c, cs[t, a:b])  # z becomes [σi, σf, σo, tanh j]
@@ -161,7 +161,7 @@ def lstm_backward(dh_out, cache):
         for t in reversed(range(t_len)):
             _cell_backward(dht[t, a:b], dh_next, dc, acts[t, a:b], cs[t - 1, a:b] if t else zero_c, tcs[t, a:b], dz[t, a:b])
             if t:
-                np.matmul(dz[t, a:b], kh_t, out=dh_next)
+                np.dot(dz[t, a:b], kh_t, out=dh_next)
 
     with blas_single():
         parallel(rows, n, min_per_thread=MIN_ROWS)
