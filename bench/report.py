@@ -132,6 +132,7 @@ def chart(op_rows, train_rows, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     fig, axes = plt.subplots(1, 2, figsize=(14, 8), gridspec_kw={"width_ratios": [3, 2]})
     for ax, rows, title in ((axes[0], op_rows, "kernels"), (axes[1], train_rows, "training step")):
@@ -146,6 +147,7 @@ def chart(op_rows, train_rows, path: Path) -> None:
         ax.set_yticks(list(y), names, fontsize=8)
         ax.invert_yaxis()
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # decade labels only: no overlapping 3×10⁻¹
         ax.set_xlabel("speed relative to TF's best (TF best time / time; > 1 = faster than TF)")
         ax.set_title(title)
         ax.legend(fontsize=8, loc="lower right")
@@ -196,14 +198,20 @@ def main(argv=None) -> int:
         log_lines.append(msg)
 
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    if not args.no_run:
+    cmd = "python -m bench.report " + " ".join(argv if argv is not None else sys.argv[1:])
+    run_file = raw / "run.json"  # the measuring run's command and log, for --no-run rebuilds
+    if args.no_run:
+        if run_file.exists():
+            run = json.loads(run_file.read_text())
+            cmd, started, log_lines[:] = run["command"], run["started"], run["log"]
+    else:
         for old in raw.glob("round*.json"):
             old.unlink()
         for r in range(1, args.rounds + 1):
             run_round(r, args, raw, log)
+        run_file.write_text(json.dumps({"command": cmd, "started": started, "log": log_lines}))
     med, counts, meta = collect(raw)
     sgemm_gf, op_rows, train_rows = build_tables(med, meta)
-    cmd = "python -m bench.report " + " ".join(argv if argv is not None else sys.argv[1:])
     header = (f"## Benchmark report\n\nCommand: `{cmd.strip()}` — started {started}, "
               f"{max(counts.values(), default=0)} round(s).\n\nMachine: {machine()}.\n\n"
               "Process log (load average = 1, 5, 15 min):\n\n```\n" + "\n".join(log_lines) + "\n```")
