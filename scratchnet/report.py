@@ -30,14 +30,24 @@ def collect(runs_dir: Path) -> dict[tuple[str, str], list[dict]]:
         if name not in RECIPES or not tests or tests[-1]["step"] != RECIPES[name].steps:
             continue  # unfinished, or a shortened trial run
         last = tests[-1]
-        tutorial = last.get("max_tracked") if RECIPES[name].track_test_every else (
-            last.get("first128") if name == "lstm" else last["accuracy"])
+        key, _ = _tutorial_measure(name)
+        tutorial = last.get(key) if key else last["accuracy"]
         table[name, config["engine"]].append(
             {"seed": config["seed"], "test": last["accuracy"], "tutorial": tutorial,
              "seconds": last["time"], "steps": last["step"]})
     for runs in table.values():
         runs.sort(key=lambda r: r["seed"])
     return table
+
+
+def _tutorial_measure(name: str) -> tuple[str | None, str]:
+    """The test line's key holding the figure measured the tutorial's way, and its label;
+    ``(None, "")`` where the tutorial reported the final figure."""
+    if RECIPES[name].track_test_every:
+        return "max_tracked", "max during training"
+    if name == "lstm":
+        return "first128", "first 128 test images"
+    return None, ""
 
 
 def _mean(values) -> float | None:
@@ -62,8 +72,7 @@ def markdown(runs_dir: Path) -> str:
             "|" + "---|" * 7]
     for name, recipe in RECIPES.items():
         runs = {e: table.get((name, e), []) for e in ENGINES}
-        measure = ("max during training" if recipe.track_test_every else
-                   "first 128 test images" if name == "lstm" else "")
+        _, measure = _tutorial_measure(name)
         tutorial = " / ".join(f"{m:.4f}" if (m := _mean(r["tutorial"] for r in runs[e])) is not None else "—"
                               for e in ENGINES) if measure else "same as final"
         times = " / ".join(f"{_mean(r['seconds'] for r in runs[e]):.0f} s" if runs[e] else "—" for e in ENGINES)

@@ -147,8 +147,7 @@ def compare_tensors(tensor: str, ours, theirs, criterion: str, tol: float) -> Ro
     max_rel = float((np.abs(a - b) / np.maximum(size, floor)).max(initial=0.0))
     ref = float(np.abs(b).max(initial=0.0))
     scaled = c.max_abs / ref if ref > 0 else c.max_abs
-    ref_norm = float(np.linalg.norm(b))
-    norm = float(np.linalg.norm(a - b)) / ref_norm if ref_norm > 0 else c.max_abs
+    norm = _norm_distance(a, b)
     error = {"rel": max_rel, "scaled": scaled, "norm": norm}[criterion]
     return Row(tensor, tuple(a.shape), c.max_abs, max_rel, scaled, norm, error, bool(error <= tol), tol)
 
