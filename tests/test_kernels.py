@@ -83,7 +83,10 @@ CONV_CASES = [  # N, H, W, C, KH, KW, F, stride, padding
     (3, 11, 10, 1, 4, 3, 6, 1, "VALID"),     # "wide" C = 1 path, VALID leaves rows and columns unread
     (21, 28, 28, 1, 6, 6, 6, 1, "SAME"),     # wide path: several image chunks, a ragged last chunk
     (4, 9, 7, 4, 2, 5, 3, 1, "SAME"),        # wide path, C = 4 (strided gathers)
-    (2, 14, 14, 8, 5, 5, 16, 1, "SAME"),     # stride 1 with F >= C: dx by scatter (deep-CNN conv2-like)
+    (2, 14, 14, 8, 5, 5, 16, 1, "SAME"),     # stride 1 with F >= C: dx by scatter
+    (3, 14, 14, 32, 5, 5, 64, 1, "SAME"),    # Winograd F(2x2, 5x5): deep-CNN conv2
+    (2, 9, 11, 16, 5, 5, 16, 1, "VALID"),    # Winograd, odd output sizes: half-used edge tiles
+    (9, 13, 14, 16, 5, 5, 20, 1, "SAME"),    # Winograd, one image per chunk, several per thread, odd Ho
 ]
 
 

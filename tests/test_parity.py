@@ -38,6 +38,18 @@ def test_models_walked_layer_by_layer(dtype, images):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
+def test_winograd_changes_only_the_routing_of_max_pool_ties(dtype, images):
+    """deep-CNN's conv2 runs Winograd by default. Its per-position rounding makes identical
+    receptive fields (blank background) differ in the last bits, so pool2 gives a tie's
+    gradient to another window position than TF. Every output and every parameter
+    gradient must still agree; only the input gradients from pool2 down may differ."""
+    case = parity.check_model(RECIPES["deep-cnn"], dtype, batch_size=3, data=images, conv="auto")
+    failed = [r.tensor for r in case.rows if not r.ok]
+    below_pool2 = ["pool2", "relu2", "conv2", "pool1", "relu1", "conv1"]
+    assert set(failed) <= {f"{name} input gradient" for name in below_pool2}, case.table()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
 def test_optimizers_schedules_ema(dtype):
     cases = parity.run_optim(dtype) + parity.run_schedules(dtype) + parity.run_ema(dtype)
     assert_all_pass(cases)

@@ -362,10 +362,17 @@ class MaskStream:
 
 # --- models: one forward/backward, walked layer by layer -----------------------------------------
 
-def check_model(recipe, dtype=np.float64, *, batch_size: int = 4, seed: int = 0, data=None) -> Case:
+def check_model(recipe, dtype=np.float64, *, batch_size: int = 4, seed: int = 0, data=None,
+                conv: str = "direct") -> Case:
     """The recipe's model and loss, one forward/backward in both engines, compared layer by
     layer: outputs in forward order, then (backward order) each layer's parameter gradients
-    and its input gradient. ``first_failure`` names the first divergent pass."""
+    and its input gradient. ``first_failure`` names the first divergent pass.
+
+    ``conv``: the fast backend's convolution algorithm during scratchnet's pass. "direct"
+    by default: Winograd ("auto") rounds identical receptive fields differently, so max-pool
+    ties on MNIST's blank background route their input gradients elsewhere than TF does
+    (docs/parity.md; ``tests/test_parity.py`` checks that nothing else changes)."""
+    from scratchnet.kernels import conv_algorithm
     from scratchnet.model import Sequential
     from scratchnet.ops import l2_penalty, softmax_cross_entropy
 
@@ -386,23 +393,24 @@ def check_model(recipe, dtype=np.float64, *, batch_size: int = 4, seed: int = 0,
     stream.attach(dropouts)
 
     acts = [x]
-    for layer in model.layers:
-        acts.append(layer.forward(acts[-1], training=True))
-    masks = stream.take()
-    loss, dlogits = softmax_cross_entropy(acts[-1], y)
-    scale = dtype.type(recipe.loss_scale)
-    loss, dy = loss * scale, dlogits * scale
-    l2_grads = {}
-    if recipe.l2_scale:
-        l2, l2_grads = l2_penalty(model.params, recipe.l2_params, recipe.l2_scale)
-        loss = loss + l2
-    in_grads, param_grads = {}, {}
-    for layer in reversed(model.layers):
-        dy = layer.backward(dy)
-        in_grads[layer.name] = dy
-        for k, g in layer.grads.items():
-            key = f"{layer.name}/{k}"
-            param_grads[key] = g + l2_grads[key] if key in l2_grads else g.copy()
+    with conv_algorithm(conv):
+        for layer in model.layers:
+            acts.append(layer.forward(acts[-1], training=True))
+        masks = stream.take()
+        loss, dlogits = softmax_cross_entropy(acts[-1], y)
+        scale = dtype.type(recipe.loss_scale)
+        loss, dy = loss * scale, dlogits * scale
+        l2_grads = {}
+        if recipe.l2_scale:
+            l2, l2_grads = l2_penalty(model.params, recipe.l2_params, recipe.l2_scale)
+            loss = loss + l2
+        in_grads, param_grads = {}, {}
+        for layer in reversed(model.layers):
+            dy = layer.backward(dy)
+            in_grads[layer.name] = dy
+            for k, g in layer.grads.items():
+                key = f"{layer.name}/{k}"
+                param_grads[key] = g + l2_grads[key] if key in l2_grads else g.copy()
 
     twin = TFModel.from_sequential(model)
     variables = twin.variables

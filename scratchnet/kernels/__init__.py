@@ -6,6 +6,8 @@ faster implementation here; everything else is re-exported from the reference:
 ========================  ==================================================================
 conv2d_*                  chunked NHWC im2col (Numba, contiguous runs) + one-thread sgemm per
                           worker; "wide" whole-image columns for thin first layers;
+                          Winograd F(2x2, 5x5) for 5x5 stride-1 layers with >= 16 channels
+                          (``conv_algorithm("direct")`` turns it off);
                           ``conv2d_backward_params`` skips dX for a first layer
 max_pool_*                one Numba pass writing max and uint8 argmax; backward writes dx once
                           when the windows tile the input, else scatters through the argmax
@@ -29,7 +31,7 @@ from ..ops import (dropout_backward, dropout_forward, l2_loss, l2_penalty, log_s
                    softmax_backward, softmax_forward, tanh_backward, tanh_forward)
 from ._runtime import CACHE_DIR, NUM_THREADS  # noqa: F401
 from .activations import relu_backward, relu_forward  # noqa: F401
-from .conv import conv2d_backward, conv2d_backward_params, conv2d_forward  # noqa: F401
+from .conv import conv2d_backward, conv2d_backward_params, conv2d_forward, conv_algorithm  # noqa: F401
 from .dense import dense_backward, dense_backward_params, dense_forward  # noqa: F401
 from .losses import softmax_cross_entropy  # noqa: F401
 from .lstm import lstm_backward, lstm_forward  # noqa: F401

@@ -146,8 +146,8 @@ _local = threading.local()
 
 
 def scratch(slot: str, shape, dtype) -> np.ndarray:
-    """A reusable per-thread buffer of at least ``shape`` (2-D), returned as a view of that
-    exact shape. Reusing it avoids the page faults of a fresh multi-megabyte allocation
+    """A reusable per-thread buffer of at least ``shape`` elements, returned as a view of
+    that exact shape. Reusing it avoids the page faults of a fresh multi-megabyte allocation
     on every call."""
     cache = getattr(_local, "bufs", None)
     if cache is None:

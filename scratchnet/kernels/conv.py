@@ -42,11 +42,47 @@ Backward, with dY [N, Ho, Wo, F] seen as a matrix [N·Ho·Wo, F]:
 
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
+
 import numpy as np
 from numba import uint64 as U
 
 from ..ops.conv import spatial_geometry
 from ._runtime import blas_single, njit, parallel, scratch
+from .winograd import use_winograd, winograd_backward, winograd_forward
+
+# --- which algorithm: "auto" (Winograd where it measured faster, else im2col) or "direct" ----
+#
+# Winograd rounds each output of a 2x2 tile differently, so two outputs whose receptive
+# fields are identical (MNIST's blank background) are no longer bit-identical. A max-pool
+# over them then sends the gradient of that tie to a different (equally valid) position
+# than the direct algorithm, and TensorFlow, do; every parameter gradient is unchanged.
+# The parity harness's layer-by-layer walk, which compares input gradients position by
+# position, therefore pins "direct" (docs/parity.md).
+
+CONV_ALGORITHMS = ("auto", "direct")
+_algorithm = os.environ.get("SCRATCHNET_CONV_ALGORITHM", "auto")
+if _algorithm not in CONV_ALGORITHMS:
+    raise ValueError(f"SCRATCHNET_CONV_ALGORITHM={_algorithm!r}; choose one of {CONV_ALGORITHMS}")
+
+
+@contextmanager
+def conv_algorithm(name: str):
+    """Inside: convolutions use ``name`` ("auto" or "direct", i.e. never Winograd)."""
+    global _algorithm
+    if name not in CONV_ALGORITHMS:
+        raise ValueError(f"unknown convolution algorithm {name!r}; choose one of {CONV_ALGORITHMS}")
+    saved, _algorithm = _algorithm, name
+    try:
+        yield
+    finally:
+        _algorithm = saved
+
+
+def _winograd(kh, kw, c, f, stride) -> bool:
+    return _algorithm == "auto" and use_winograd(kh, kw, c, f, stride)
+
 
 # Column chunk: ~256 KB (a quarter of Zen 4's 1 MB L2, so the chunk, the packed GEMM
 # panels and the output all stay in L2), but at least 320 rows so that the K = 800/1600
@@ -364,7 +400,9 @@ def conv2d_forward(x, w, b, stride: int = 1, padding: str = "SAME"):
     out_hw, pads = spatial_geometry(x.shape, (kh, kw), (stride, stride), padding)
     x = np.ascontiguousarray(x)
     w2 = np.ascontiguousarray(w).reshape(kh * kw * c, f)
-    if _use_wide(c, f, stride):
+    if _winograd(kh, kw, c, f, stride):
+        y = winograd_forward(x, w, b, pads, out_hw)
+    elif _use_wide(c, f, stride):
         y = _correlate_wide(x, w2, kh, kw, stride, pads[0][0], pads[1][0], out_hw, b)
     else:
         y = _correlate(x, w2, kh, kw, stride, pads[0][0], pads[1][0], out_hw, bias=b)
@@ -426,6 +464,8 @@ def conv2d_backward_filter(dy, cache):
     x, w, stride, out_hw, pads = cache
     kh, kw, c, f = w.shape
     dy = np.ascontiguousarray(dy)
+    if _winograd(kh, kw, c, f, stride):
+        return winograd_backward(x, w, dy, pads, out_hw, need_dx=False)[1]
     if _use_wide(c, f, stride):
         return _filter_grad_wide(x, dy, kh, kw, stride, pads[0][0], pads[1][0], out_hw).reshape(w.shape)
     dy2 = dy.reshape(-1, f)
@@ -438,6 +478,8 @@ def conv2d_backward_input(dy, cache):
     kh, kw, c, f = w.shape
     (pt, _), (pl, _) = pads
     dy = np.ascontiguousarray(dy)
+    if _winograd(kh, kw, c, f, stride):
+        return winograd_backward(x, w, dy, pads, out_hw, need_dw=False)[0]
     if stride == 1 and c >= 4 and f < c:
         # (With F >= C the scatter below wins: its GEMM dY @ W2ᵀ has K = F, N = KH·KW·C,
         # a better shape than the flipped one's N = C. deep-CNN conv2, F = 64, C = 32:
@@ -471,4 +513,7 @@ def conv2d_backward(dy, cache):
     """Return ``dx [N, H, W, C], dw [KH, KW, C, F], db [F]``."""
     dy = np.ascontiguousarray(dy)
     db = _bias_grad(dy)
+    x, w, stride, out_hw, pads = cache
+    if _winograd(*w.shape, stride):  # dx and dw share the transform of dy
+        return (*winograd_backward(x, w, dy, pads, out_hw), db)
     return conv2d_backward_input(dy, cache), conv2d_backward_filter(dy, cache), db
