@@ -22,6 +22,17 @@ class Case:
     kind: str      # conv | pool | dense | lstm | relu
     shape: tuple   # kind-specific
     ops: tuple     # which of fwd / dx / dw / bwd / fwd+bwd are timed
+    algorithm: str = "auto"  # conv, fast: "direct" never uses Winograd (scratchnet.kernels.conv_algorithm)
+
+    @property
+    def winograd(self) -> bool:
+        """Whether the fast kernel runs Winograd (then its GFLOPS are direct-convolution
+        FLOPs per second: an effective rate, for comparison with the other columns)."""
+        from scratchnet.kernels.winograd import use_winograd
+        if self.kind != "conv" or self.algorithm == "direct":
+            return False
+        n, h, w, c, kh, kw, f, s = self.shape
+        return use_winograd(kh, kw, c, f, s)
 
     def flops(self, op: str) -> float | None:
         """Floating-point operations (a multiply-add counts 2) of one call, or None."""
@@ -43,6 +54,7 @@ class Case:
 CASES = [
     Case("deep-cnn conv1", "conv", (50, 28, 28, 1, 5, 5, 32, 1), ("fwd", "dx", "dw", "bwd")),
     Case("deep-cnn conv2", "conv", (50, 14, 14, 32, 5, 5, 64, 1), ("fwd", "dx", "dw", "bwd")),
+    Case("deep-cnn conv2 direct", "conv", (50, 14, 14, 32, 5, 5, 64, 1), ("fwd", "dx", "dw", "bwd"), "direct"),
     Case("conv3 conv1", "conv", (100, 28, 28, 1, 6, 6, 6, 1), ("fwd", "dx", "dw", "bwd")),
     Case("conv3 conv2", "conv", (100, 28, 28, 6, 5, 5, 12, 2), ("fwd", "dx", "dw", "bwd")),
     Case("conv3 conv3", "conv", (100, 14, 14, 12, 4, 4, 24, 2), ("fwd", "dx", "dw", "bwd")),
@@ -84,22 +96,35 @@ def build(case: Case, op: str, impl: str):
     return build_tf(case, op, a, xla=(impl == "tf-xla"))
 
 
+def _build_conv(m, op, impl, a):
+    import scratchnet.kernels as fast
+    fwd = lambda: m.conv2d_forward(a["x"], a["w"], a["b"], a["s"], "SAME")  # noqa: E731
+    _, cache = fwd()
+    if op == "fwd":
+        return fwd
+    if op == "bwd":
+        return lambda: m.conv2d_backward(a["dy"], cache)
+    if impl == "fast":  # the reference computes dx and dw together only
+        part = fast.conv.conv2d_backward_input if op == "dx" else fast.conv.conv2d_backward_filter
+        return lambda: part(a["dy"], cache)
+    return None
+
+
 def _build_numpy(case, op, impl, a):
     import scratchnet.kernels as fast
     import scratchnet.ops as ref
     m = fast if impl == "fast" else ref
     k = case.kind
     if k == "conv":
-        fwd = lambda: m.conv2d_forward(a["x"], a["w"], a["b"], a["s"], "SAME")  # noqa: E731
-        _, cache = fwd()
-        if op == "fwd":
-            return fwd
-        if op == "bwd":
-            return lambda: m.conv2d_backward(a["dy"], cache)
-        if impl == "fast":  # the reference computes dx and dw together only
-            part = fast.conv.conv2d_backward_input if op == "dx" else fast.conv.conv2d_backward_filter
-            return lambda: part(a["dy"], cache)
-        return None
+        with fast.conv_algorithm(case.algorithm):
+            fn = _build_conv(m, op, impl, a)
+        if fn is None:
+            return None
+
+        def run():
+            with fast.conv_algorithm(case.algorithm):
+                return fn()
+        return run
     if k == "pool":
         fwd = lambda: m.max_pool_forward(a["x"], (2, 2), (2, 2), "SAME")  # noqa: E731
         _, cache = fwd()

@@ -32,6 +32,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from .cases import CASES
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "results"
 
@@ -115,6 +117,11 @@ def markdown(sgemm_gf, op_rows, train_rows, header: str) -> str:
             r["group"], fmt_ms(t["numpy"]), fmt_ms(t["fast"]), f"{gf:.0f}" if gf else "",
             f"{100 * gf / sgemm_gf:.0f}%" if gf and sgemm_gf else "",
             *(fmt_ms(t[i]) for i in TF_IMPLS), r["tf_best_impl"] or "", f"**{sp:.2f}×**" if sp else ""]) + " |")
+    wino = sorted({c.name for c in CASES if c.winograd})
+    if wino:
+        lines += ["", f"{', '.join(wino)}: Winograd F(2×2, 5×5), 2.8× fewer multiplications than the direct "
+                  "convolution; its GFLOPS and % of sgemm count the direct convolution's FLOPs (an effective "
+                  "rate). The `direct` rows time the im2col + sgemm kernel on the same shapes: real FLOPs."]
     lines += ["", "### Full training step per recipe (float32, median ms, real MNIST batch of the recipe's size)", "",
               "| recipe | numpy (reference) | fast | tf | tf-xla | tf+onednn | tf-xla+onednn | TF best "
               "| speed-up vs TF best |",
