@@ -17,7 +17,9 @@ contiguous in x and in col.
 
 Thin inputs with stride 1 (C ≤ 4: every recipe's first layer) take the "wide" path
 instead (see the section below): whole-image column copies from channel-planar, padded
-phase planes, and the GEMM oriented as yᵀ = W2ᵀ @ colᵀ.
+phase planes, and the GEMM oriented as yᵀ = W2ᵀ @ colᵀ. 5×5 stride-1 layers with ≥ 16
+channels (deep-CNN conv2) use Winograd F(2×2, 5×5) (``winograd.py``) unless the
+algorithm is set to "direct" (``conv_algorithm``, ``SCRATCHNET_CONV_ALGORITHM``).
 
 Backward, with dY [N, Ho, Wo, F] seen as a matrix [N·Ho·Wo, F]:
 

@@ -1,4 +1,4 @@
-"""Winograd convolution F(2×2, r×r) for stride-1 layers with many channels (deep-CNN conv2).
+"""Winograd convolution F(2×2, 5×5) for stride-1 layers with many channels (deep-CNN conv2).
 
 im2col + GEMM spends KH·KW multiplications per input channel on every output pixel (25
 for a 5×5 filter). Winograd's minimal filtering computes a 2×2 block of outputs from an
@@ -43,8 +43,10 @@ import numpy as np
 
 from ._runtime import blas_single, njit, parallel, scratch
 
+R = 5  # filter size
 M_OUT = 2  # outputs per tile side
-POINTS = (0, 1, -1, Fraction(1, 2), -2)  # finite interpolation points (∞ is the last)
+ALPHA = R + M_OUT - 1  # input tile side: 6
+POINTS = (0, 1, -1, Fraction(1, 2), -2)  # the R finite interpolation points (∞ is the last)
 # Tiles per GEMM batch (whole images: 2 of deep-CNN conv2's 49-tile images). Measured
 # on deep-CNN conv2, 2 threads, fwd/bwd ms: 1 image 4.45/9.64, 2 images 4.28/8.57,
 # 3 images 4.26/8.63, 5 images 4.30/9.21 (V and M of ~100 tiles, ~1.2 MB, stay in L2).
@@ -52,17 +54,14 @@ TILES_PER_CHUNK = 128
 
 
 @lru_cache(maxsize=None)
-def _transforms(r: int):
-    """``(Aᵀ [2, α], G [α, r], Bᵀ [α, α])`` in float64 for F(2, r) with α = r + 1 = len(POINTS) + 1.
+def _transforms():
+    """``(Aᵀ [2, α], G [α, r], Bᵀ [α, α])`` in float64 for F(2, 5), α = 6.
 
     Aᵀ[i, j] = p_j^i (and row i = 1 picks the ∞ point), G[j, k] = p_j^k / Π_{l≠j}(p_j - p_l)
     (and G[∞] = [0, …, 0, 1]). Bᵀ then solves Σ_ξ Aᵀ[i, ξ]·G[ξ, k]·Bᵀ[ξ, j] = [j = i + k]
     for all i, k, j: 2·r·α equations, α² unknowns, one exact solution (rational, small
     denominators; rounded to them)."""
-    pts = POINTS[:r]
-    alpha = r + 1
-    if len(pts) != r:
-        raise ValueError(f"Winograd F(2, {r}) needs {r} finite points; {len(POINTS)} are defined")
+    pts, r, alpha = POINTS, R, ALPHA
     at = np.zeros((M_OUT, alpha))
     g = np.zeros((alpha, r))
     for j, p in enumerate(pts):
@@ -89,7 +88,7 @@ def _transforms(r: int):
 def use_winograd(kh: int, kw: int, c: int, f: int, stride: int) -> bool:
     """Square 5×5 filters, stride 1, at least 16 channels in and out. Measured for deep-CNN
     conv2 (5×5, 32 -> 64); thinner layers keep im2col, whose GEMM is already short there."""
-    return stride == 1 and kh == kw == 5 and c >= 16 and f >= 16
+    return stride == 1 and kh == kw == R and c >= 16 and f >= 16
 
 
 # The transforms are separable (rows, then columns), and each pass is a few long loops
@@ -99,9 +98,7 @@ def use_winograd(kh: int, kw: int, c: int, f: int, stride: int) -> bool:
 # For that, the padded input is stored with its columns split by parity,
 # xq[n, row, col % 2, col // 2, :]: the tiles of one tile row start at columns 2·tj, so
 # tap j of all of them, columns 2·tj + j, is ONE contiguous run
-# xq[n, row, j % 2, j // 2 : j // 2 + tw, :]. The kernels are written for α = 6 (r = 5).
-
-ALPHA = 6
+# xq[n, row, j % 2, j // 2 : j // 2 + tw, :].
 
 
 @njit
@@ -164,10 +161,9 @@ def _unpad_phases(dxq, dx, n0, n1, pt, pl):
 
 
 @njit
-def _tap_offsets(wq, c, tw_run0):
-    """Offsets, in a phase-split row [2, wq, c], of the runs for taps j = 0..5 (+ tw_run0)."""
-    return (tw_run0, wq * c + tw_run0, c + tw_run0, wq * c + c + tw_run0,
-            2 * c + tw_run0, wq * c + 2 * c + tw_run0)
+def _tap_offsets(wq, c):
+    """Offsets, in a phase-split row [2, wq, c], of the runs of taps j = 0..5: (j % 2)·wq·c + (j // 2)·c."""
+    return 0, wq * c, c, wq * c + c, 2 * c, wq * c + 2 * c
 
 
 @njit
@@ -178,7 +174,7 @@ def _input_tiles(xq, v, images, th, tw, bt):
     row = 2 * wq * c
     run = tw * c
     tmp = np.empty(ALPHA * row, xq.dtype)
-    taps = _tap_offsets(wq, c, 0)
+    taps = _tap_offsets(wq, c)
     for n in range(images):
         rows = xq[n].reshape(-1)
         for ti in range(th):
@@ -203,7 +199,7 @@ def _input_tiles_adjoint(dv, dxq, images, th, tw, bt):
     run = tw * c
     tiles = dv.shape[1]
     tmp = np.empty(ALPHA * row, dxq.dtype)
-    taps = _tap_offsets(wq, c, 0)
+    taps = _tap_offsets(wq, c)
     src = dv.reshape(-1)
     for n in range(images):
         rows = dxq[n].reshape(-1)
@@ -278,17 +274,16 @@ def _output_tiles_adjoint(dy, dm, n0, n1, th, tw, at):
                             _axpy(dst, 0, tmp[i, b], 0, run, at[i, a])
 
 
-def _geometry(x_shape, out_hw, pads, r, dtype):
+def _geometry(x_shape, out_hw, pads, dtype):
     """Tile counts, images per GEMM batch, the padded phase-split image shape and the
     transforms in ``dtype``."""
     n, h, w, c = x_shape
-    alpha = r + 1
-    assert alpha == ALPHA, "the tile kernels are written for 5x5 filters"
+    alpha = ALPHA
     th, tw = -(-out_hw[0] // M_OUT), -(-out_hw[1] // M_OUT)
     per = max(1, TILES_PER_CHUNK // (th * tw))
     hp = max(2 * th + alpha - 2, h + pads[0][0])
     wq = max(tw + (alpha - 1) // 2, (w + pads[1][0] + 1) // 2)
-    at, g, bt = (a.astype(dtype) for a in _transforms(r))
+    at, g, bt = (a.astype(dtype) for a in _transforms())
     return n, th, tw, per, (hp, 2, wq, c), at, g, bt
 
 
@@ -301,8 +296,8 @@ def _filter_transform(w, g):
 
 def winograd_forward(x, w, bias, pads, out_hw):
     """y [N, Ho, Wo, F] of the stride-1 convolution of x [N, H, W, C] with w [r, r, C, F]."""
-    r, c, f = w.shape[0], w.shape[2], w.shape[3]
-    n, th, tw, per, qshape, at, g, bt = _geometry(x.shape, out_hw, pads, r, x.dtype)
+    c, f = w.shape[2], w.shape[3]
+    n, th, tw, per, qshape, at, g, bt = _geometry(x.shape, out_hw, pads, x.dtype)
     pt, pl = pads[0][0], pads[1][0]
     u = _filter_transform(w, g)
     y = np.empty((n, *out_hw, f), x.dtype)
@@ -328,10 +323,10 @@ def winograd_forward(x, w, bias, pads, out_hw):
 
 def winograd_backward(x, w, dy, pads, out_hw, *, need_dx: bool = True, need_dw: bool = True):
     """``(dx or None, dw or None)`` of ``winograd_forward``; dy [N, Ho, Wo, F]."""
-    r, c, f = w.shape[0], w.shape[2], w.shape[3]
-    n, th, tw, per, qshape, at, g, bt = _geometry(x.shape, out_hw, pads, r, x.dtype)
+    c, f = w.shape[2], w.shape[3]
+    n, th, tw, per, qshape, at, g, bt = _geometry(x.shape, out_hw, pads, x.dtype)
     pt, pl = pads[0][0], pads[1][0]
-    alpha = r + 1
+    alpha = ALPHA
     xi2, tiles = alpha * alpha, per * th * tw
     ut = np.ascontiguousarray(_filter_transform(w, g).transpose(0, 2, 1)) if need_dx else None  # [α², F, C]
     dx = np.empty(x.shape, x.dtype) if need_dx else None
