@@ -31,7 +31,8 @@ exact; ``tests/test_kernels.py`` holds float32 to 2e-5 of the scale and float64 
 
 Work is split by whole images over the worker threads (so dx's overlapping tiles never
 race); each thread walks its images a few at a time, so that V and M (~100 tiles) stay
-in cache. The transforms are serial Numba loops over contiguous C- or F-vectors (NHWC).
+in cache. The transforms are serial Numba loops over long contiguous runs (see the
+comment above ``_comb6``).
 """
 
 from __future__ import annotations
