@@ -427,7 +427,8 @@ def check_model(recipe, dtype=np.float64, *, batch_size: int = 4, seed: int = 0,
 
     case = _new_case("models", f"{recipe.name} (batch {batch_size}, loss ×{recipe.loss_scale:g}"
                      f"{', L2' if recipe.l2_scale else ''}{', fed dropout masks' if dropouts else ''})", dtype,
-                     note="rows: outputs in forward order, loss, then gradients in backward order")
+                     note="rows: outputs in forward order, loss, then gradients in backward order; "
+                          f"scratchnet's convolution algorithm: {conv}")
     for layer, a, b in zip(model.layers, acts[1:], outs[1:]):
         case.add(f"{layer.name} output", a, b.numpy())
     case.add("loss", loss, tloss.numpy())
