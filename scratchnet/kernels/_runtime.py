@@ -92,6 +92,15 @@ def parallel(fn, n_items: int, min_per_thread: int = 1):
     return [first] + [f.result() for f in futures]
 
 
+def add_up(parts):
+    """The sum of the workers' partial results (e.g. per-thread filter gradients), added in
+    place into the first, in worker order."""
+    total = parts[0]
+    for p in parts[1:]:
+        total += p
+    return total
+
+
 # --- OpenBLAS thread count --------------------------------------------------------------
 
 _blas_lock = threading.Lock()

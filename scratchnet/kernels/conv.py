@@ -51,7 +51,7 @@ import numpy as np
 from numba import uint64 as U
 
 from ..ops.conv import spatial_geometry
-from ._runtime import blas_single, njit, parallel, scratch
+from ._runtime import add_up, blas_single, njit, parallel, scratch
 from .winograd import use_winograd, winograd_backward, winograd_forward
 
 # --- which algorithm: "auto" (Winograd where it measured faster, else im2col) or "direct" ----
@@ -364,11 +364,7 @@ def _filter_grad_wide(x, dy, kh, kw, stride, pt, pl, out_hw):
         return acc
 
     with blas_single():
-        parts = parallel(work, n)
-    dw = parts[0]
-    for p in parts[1:]:
-        dw += p
-    return dw
+        return add_up(parallel(work, n))
 
 
 def _correlate(src, w2, kh, kw, stride, pt, pl, out_hw, bias=None):
@@ -432,10 +428,7 @@ def _filter_grad(x, dy2, kh, kw, stride, pt, pl, out_hw):
         return acc
 
     with blas_single():
-        parts = parallel(work, m, min_per_thread=rows)
-    dwt = parts[0]
-    for p in parts[1:]:
-        dwt += p
+        dwt = add_up(parallel(work, m, min_per_thread=rows))
     return np.ascontiguousarray(dwt.T)
 
 

@@ -42,7 +42,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ._runtime import blas_single, njit, parallel, scratch
+from ._runtime import add_up, blas_single, njit, parallel, scratch
 
 R = 5  # filter size
 M_OUT = 2  # outputs per tile side
@@ -291,8 +291,14 @@ def _geometry(x_shape, out_hw, pads, dtype):
 def _filter_transform(w, g):
     """U [α², C, F] with U[a·α + b] = Σ_{p,q} G[a, p]·w[p, q]·G[b, q]."""
     u = np.tensordot(g, np.tensordot(g, w, axes=(1, 0)), axes=(1, 1))  # [b, a, C, F]
-    alpha = g.shape[0]
-    return np.ascontiguousarray(u.transpose(1, 0, 2, 3)).reshape(alpha * alpha, w.shape[2], w.shape[3])
+    return np.ascontiguousarray(u.transpose(1, 0, 2, 3)).reshape(ALPHA * ALPHA, w.shape[2], w.shape[3])
+
+
+def _filter_transform_adjoint(du, g):
+    """dW [r, r, C, F] from dU [α², C, F]: dW[p, q] = Σ_{a,b} G[a, p]·dU[a·α + b]·G[b, q]."""
+    du = du.reshape(ALPHA, ALPHA, *du.shape[1:])
+    dw = np.tensordot(g, np.tensordot(g, du, axes=(0, 0)), axes=(0, 1))  # [q, p, C, F]
+    return np.ascontiguousarray(dw.transpose(1, 0, 2, 3))
 
 
 def winograd_forward(x, w, bias, pads, out_hw):
@@ -327,8 +333,7 @@ def winograd_backward(x, w, dy, pads, out_hw, *, need_dx: bool = True, need_dw: 
     c, f = w.shape[2], w.shape[3]
     n, th, tw, per, qshape, at, g, bt = _geometry(x.shape, out_hw, pads, x.dtype)
     pt, pl = pads[0][0], pads[1][0]
-    alpha = ALPHA
-    xi2, tiles = alpha * alpha, per * th * tw
+    xi2, tiles = ALPHA * ALPHA, per * th * tw
     ut = np.ascontiguousarray(_filter_transform(w, g).transpose(0, 2, 1)) if need_dx else None  # [α², F, C]
     dx = np.empty(x.shape, x.dtype) if need_dx else None
 
@@ -356,12 +361,4 @@ def winograd_backward(x, w, dy, pads, out_hw, *, need_dx: bool = True, need_dw: 
 
     with blas_single():
         parts = parallel(work, n)
-    dw = None
-    if need_dw:
-        du = parts[0]
-        for p in parts[1:]:
-            du += p
-        du = du.reshape(alpha, alpha, c, f)
-        # dW[p, q] = Σ_{a,b} G[a, p]·dU[a, b]·G[b, q]
-        dw = np.ascontiguousarray(np.tensordot(g, np.tensordot(g, du, axes=(0, 0)), axes=(0, 1)).transpose(1, 0, 2, 3))
-    return dx, dw
+    return dx, (_filter_transform_adjoint(add_up(parts), g) if need_dw else None)
