@@ -13,18 +13,28 @@ may leave its hidden ``.<name>.<hex>.tmp`` file behind; an error removes it).
 from __future__ import annotations
 
 import json
+import math
 import os
 import uuid
 import zipfile
+from contextlib import contextmanager
+from typing import Mapping, NamedTuple
 
 import numpy as np
+
+from .errors import ScratchnetError
 
 META_KEY = "__meta__"
 # np.savez takes the arrays as keyword arguments, so these names cannot be arrays.
 _RESERVED = {META_KEY, "file", "allow_pickle"}
 
 
-class CheckpointError(ValueError):
+# Bounds that hold for every checkpoint scratchnet writes; checked before anything is read.
+MAX_META_BYTES = 1 << 20   # the JSON meta (a recipe's configuration is a few KB)
+MAX_NPY_HEADER = 4096      # one .npy header (numpy writes 128 bytes for these arrays)
+
+
+class CheckpointError(ScratchnetError, ValueError):
     """A file that is not a valid checkpoint, or one that does not fit the model."""
 
 
@@ -65,20 +75,137 @@ def _fsync_directory(directory: str) -> None:
         os.close(fd)
 
 
-def load_checkpoint(path) -> tuple[dict[str, np.ndarray], dict]:
-    """``(arrays, meta)`` from a file written by ``save_checkpoint``."""
-    try:
-        npz = np.load(path, allow_pickle=False)
-        if not isinstance(npz, np.lib.npyio.NpzFile):
-            raise ValueError("a single .npy array, not an .npz archive")
-        with npz:
-            arrays = {key: npz[key] for key in npz.files}
-    except (ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise CheckpointError(f"{path}: not a valid checkpoint: {e}") from e
-    if META_KEY not in arrays:
-        raise CheckpointError(f"{path}: not a scratchnet checkpoint (no {META_KEY!r} entry)")
-    meta = json.loads(arrays.pop(META_KEY).tobytes().decode())
+def load_checkpoint(path, expected: Mapping | None = None) -> tuple[dict[str, np.ndarray], dict]:
+    """``(arrays, meta)`` from a file written by ``save_checkpoint``, read without pickle.
+
+    With ``expected`` (names to arrays or ``(shape, dtype)`` pairs, e.g. ``spec_of(trainer.
+    state())``) the file is checked before any array data is read: first the zip directory
+    (every member a ``.npy`` of an expected name, the declared sizes in all no more than the
+    expected arrays need), then each member's ``.npy`` header (shape, dtype, memory order).
+    A zip bomb is refused from its headers, with flat memory. Every problem of the file,
+    its zip structure or its contents raises ``CheckpointError`` naming ``path``.
+    """
+    with _open(path) as zf:
+        members = _members(zf)
+        meta = _read_meta(zf, members.pop(META_KEY, None))
+        if expected is not None:
+            _check_declared_sizes(members, expected)
+        headers = {name: _read_header(zf, info) for name, info in members.items()}
+        if expected is not None:
+            check_compatible(expected, headers, what="checkpoint")
+        arrays = {name: _read_data(zf, members[name], header) for name, header in headers.items()}
     return arrays, meta
+
+
+def read_meta(path) -> dict:
+    """The ``meta`` dict of a checkpoint alone (what recipe, engine and dtype it holds)."""
+    with _open(path) as zf:
+        return _read_meta(zf, _members(zf).get(META_KEY))
+
+
+@contextmanager
+def _open(path):
+    """The checkpoint as a ``ZipFile``; any problem inside becomes a ``CheckpointError`` naming ``path``."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            yield zf
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{path}: a folder, not a checkpoint file") from None
+    except Exception as e:  # zipfile, zlib and the .npy parser raise a dozen types on damaged input
+        raise CheckpointError(f"{path}: not a valid checkpoint: {type(e).__name__}: {e}") from None
+
+
+def spec_of(arrays: Mapping[str, np.ndarray]) -> dict[str, tuple[tuple, np.dtype]]:
+    """``{name: (shape, dtype)}`` of ``arrays``: what ``load_checkpoint(expected=)`` takes."""
+    return {k: (np.shape(v), np.asarray(v).dtype) for k, v in arrays.items()}
+
+
+class _Header(NamedTuple):
+    shape: tuple
+    dtype: np.dtype
+    fortran_order: bool
+    length: int  # bytes before the data
+
+
+def _members(zf: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
+    """``{array name: ZipInfo}``; refuses anything but uniquely named ``.npy`` members."""
+    members = {}
+    for info in zf.infolist():
+        if not info.filename.endswith(".npy"):
+            raise CheckpointError(f"member {info.filename!r} is not a .npy array")
+        name = info.filename[:-len(".npy")]
+        if name in members:
+            raise CheckpointError(f"member {info.filename!r} appears twice")
+        members[name] = info
+    return members
+
+
+def _read_meta(zf: zipfile.ZipFile, info: zipfile.ZipInfo | None) -> dict:
+    if info is None:
+        raise CheckpointError(f"not a scratchnet checkpoint (no {META_KEY!r} entry)")
+    if info.file_size > MAX_META_BYTES:
+        raise CheckpointError(f"{META_KEY} declares {info.file_size:,} bytes, more than {MAX_META_BYTES:,}")
+    header = _read_header(zf, info)
+    if header.dtype != np.uint8 or len(header.shape) != 1:
+        raise CheckpointError(f"{META_KEY} is {header.shape} {header.dtype}, not a 1-D uint8 array")
+    meta = json.loads(_read_data(zf, info, header).tobytes().decode())
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{META_KEY} is not a JSON object")
+    return meta
+
+
+def _needed_bytes(want) -> int:
+    shape, dtype = (want.shape, want.dtype) if isinstance(want, np.ndarray) else want
+    return math.prod(shape) * np.dtype(dtype).itemsize
+
+
+def _check_declared_sizes(members: dict[str, zipfile.ZipInfo], expected: Mapping) -> None:
+    """From the zip directory alone: every name expected, the declared total within bounds."""
+    unexpected = sorted(members.keys() - expected.keys())
+    if unexpected:
+        raise CheckpointError("arrays that do not belong to this model, its optimizer, its moving "
+                              f"average or the data iterator: {', '.join(unexpected[:5])}"
+                              + (f" (and {len(unexpected) - 5} more)" if len(unexpected) > 5 else ""))
+    declared = sum(info.file_size for info in members.values())
+    allowed = sum(_needed_bytes(expected[name]) + MAX_NPY_HEADER for name in members)
+    if declared > allowed:
+        raise CheckpointError(f"declares {declared:,} bytes of arrays; this model needs at most {allowed:,}")
+
+
+def _read_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> _Header:
+    """The ``.npy`` header of a member, checked against the member's declared size."""
+    with zf.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        if version not in readers:
+            raise CheckpointError(f"{info.filename}: unsupported .npy format version {version}")
+        shape, fortran_order, dtype = readers[version](f, max_header_size=MAX_NPY_HEADER)
+        length = f.tell()
+    if dtype.hasobject:
+        raise CheckpointError(f"{info.filename}: holds Python objects ({dtype}); checkpoints hold numbers only")
+    needed = length + math.prod(shape) * dtype.itemsize
+    if info.file_size != needed:
+        raise CheckpointError(f"{info.filename}: its header declares {shape} {dtype} ({needed:,} bytes with "
+                              f"the header), the zip entry {info.file_size:,} bytes")
+    return _Header(tuple(shape), dtype, fortran_order, length)
+
+
+def _read_data(zf: zipfile.ZipFile, info: zipfile.ZipInfo, header: _Header) -> np.ndarray:
+    array = np.empty(header.shape, header.dtype, order="F" if header.fortran_order else "C")
+    view = memoryview(array.reshape(-1, order="A").view(np.uint8)) if array.size else memoryview(b"")
+    with zf.open(info) as f:
+        f.read(header.length)
+        filled = 0
+        while filled < len(view):
+            n = f.readinto(view[filled:])
+            if not n:
+                raise CheckpointError(f"{info.filename}: truncated: {filled:,} of {len(view):,} data bytes")
+            filled += n
+    return array
 
 
 def check_compatible(expected: dict, loaded: dict[str, np.ndarray], what: str = "checkpoint") -> None:

@@ -1,25 +1,37 @@
-"""The ``scratchnet`` command: ``data``, ``train``, ``eval``, ``report`` and ``parity``."""
+"""The ``scratchnet`` command: ``data``, ``train``, ``eval``, ``report`` and ``parity``.
+
+Errors, for every command: ``scratchnet: error: <message>`` on stderr, no traceback
+(``--debug`` or ``SCRATCHNET_DEBUG=1`` shows it). Usage errors (a bad option, found before
+any work starts) exit 2, as argparse's own do; runtime errors (a bad file, a diverged run)
+exit 1; a training run stopped by SIGINT or SIGTERM exits 128 + the signal's number.
+This module only parses and validates; ``scratchnet.commands`` does the work.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from tfnet.parity import add_arguments as add_parity_arguments
 
+from .errors import ScratchnetError, UsageError
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="scratchnet", description=__doc__)
+MAX_SEED = 2**31 - 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scratchnet", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="folder with the MNIST IDX files (default: $SCRATCHNET_DATA_DIR, "
                              "then the bundled copy, then a download into the cache)")
     parser.add_argument("--backend", choices=["fast", "reference"], default=None,
                         help="scratchnet's kernels: the fast ones (default) or the plain NumPy "
                              "reference (default: $SCRATCHNET_BACKEND, then fast)")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error (also: SCRATCHNET_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     sub.add_parser("data", help="show the MNIST splits, class counts and checksum status")
@@ -28,96 +40,125 @@ def main(argv: list[str] | None = None) -> int:
     train = sub.add_parser("train", help="train a tutorial recipe and print its test accuracy")
     train.add_argument("recipe", choices=list(RECIPES), metavar="RECIPE",
                        help="one of: " + ", ".join(RECIPES))
-    train.add_argument("--engine", choices=["scratchnet", "tf"], default="scratchnet")
+    train.add_argument("--engine", choices=["scratchnet", "tf"], default=None,
+                       help="scratchnet (default) or tf (a resume: the checkpoint's)")
     train.add_argument("--steps", type=int, help="training steps (default: the recipe's)")
     train.add_argument("--batch-size", type=int, help="batch size (default: the recipe's)")
-    train.add_argument("--seed", type=int, default=1, help="initialisation, data order and dropout (default 1)")
-    train.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    train.add_argument("--out", type=Path, help="output folder (default: runs/RECIPE-ENGINE-seedN)")
-    train.add_argument("--resume", type=Path, help="continue from this checkpoint.npz")
+    train.add_argument("--lr", type=float, help="a constant learning rate instead of the recipe's schedule")
+    train.add_argument("--seed", type=int, default=None,
+                       help="initialisation, data order and dropout (default 1; a resume: the checkpoint's)")
+    train.add_argument("--dtype", choices=["float32", "float64"], default=None,
+                       help="float32 (default) or float64 (a resume: the checkpoint's)")
+    train.add_argument("--out", type=Path, help="output folder (default: runs/RECIPE-ENGINE-seedN; "
+                                                "a resume: the checkpoint's folder)")
+    train.add_argument("--resume", type=Path, metavar="RUN",
+                       help="continue the run of this checkpoint.npz or run folder")
     ema = train.add_mutually_exclusive_group()
     ema.add_argument("--ema", dest="eval_with_ema", action="store_true", default=None,
                      help="evaluate with the moving-average weights (recipes with a moving average)")
     ema.add_argument("--no-ema", dest="eval_with_ema", action="store_false",
                      help="evaluate with the raw weights")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--no-nan-check", action="store_true",
+                       help="train on through a non-finite loss or parameter (default: stop there)")
 
     ev = sub.add_parser("eval", help="test accuracy of a saved checkpoint")
-    ev.add_argument("checkpoint", type=Path)
+    ev.add_argument("checkpoint", type=Path, help="a checkpoint.npz or a run folder")
 
     report = sub.add_parser("report", help="the results table (markdown) of the finished runs in a folder")
     report.add_argument("runs", type=Path, nargs="?", default=Path("runs"))
 
     parity = sub.add_parser("parity", help="compare scratchnet with TensorFlow, tensor by tensor")
     add_parity_arguments(parity)
+    return parser
 
+
+def _in_range(option: str, value, low, high=None) -> None:
+    if value is None:
+        return
+    if isinstance(value, float) and not math.isfinite(value) or value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise UsageError(f"{option} must be {bound}, got {value}")
+
+
+def validate(args) -> None:
+    """Refuse options that cannot work, before any work starts (``UsageError``)."""
+    from .data import TRAIN_SIZE
+
+    if args.data_dir is not None and not args.data_dir.is_dir():
+        raise UsageError(f"--data-dir {args.data_dir}: no such folder")
+    if args.command == "train":
+        _in_range("--steps", args.steps, 1)
+        _in_range("--batch-size", args.batch_size, 1, TRAIN_SIZE)
+        _in_range("--seed", args.seed, 0, MAX_SEED)
+        if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
+            raise UsageError(f"--lr must be a positive number, got {args.lr}")
+        if args.out is not None and args.out.exists() and not args.out.is_dir():
+            raise UsageError(f"--out {args.out}: a file, not a folder")
+        if args.resume is not None and not (args.resume.is_file() or (args.resume / "checkpoint.npz").is_file()):
+            raise UsageError(f"--resume {args.resume}: no checkpoint there (a checkpoint.npz or a run folder)")
+    if args.command == "parity":
+        from .recipes import RECIPES
+        _in_range("--steps", args.steps, 1)
+        _in_range("--batch-size", args.batch_size, 0, TRAIN_SIZE)
+        _in_range("--seed", args.seed, 0, MAX_SEED)
+        unknown = [r for r in args.recipes or () if r not in RECIPES]
+        if unknown:
+            raise UsageError(f"--recipes: unknown recipe {unknown[0]!r}; choose from {', '.join(RECIPES)}")
+
+
+def _command(args):
+    from .commands.evaluate import evaluate
+    from .commands.train import train
+
+    def data(args):
+        from .data import summary_text
+        print(summary_text(args.data_dir))
+        return 0
+
+    def report(args):
+        from .report import markdown
+        print(markdown(args.runs))
+        return 0
+
+    def parity(args):
+        from tfnet.parity import run
+        return run(args)
+
+    return {"data": data, "train": train, "eval": evaluate, "report": report, "parity": parity}[args.command]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
-    if args.data_dir is not None:
-        os.environ["SCRATCHNET_DATA_DIR"] = str(args.data_dir)
-    if args.backend is not None:
-        from . import backend
-        backend.set_backend(args.backend)
-    commands = {"data": _data, "train": _train, "eval": _eval, "report": _report, "parity": _parity}
-    return commands[args.command](args)
-
-
-def _data(args) -> int:
-    from .data import summary_text
-    print(summary_text(args.data_dir))
-    return 0
-
-
-def _train(args) -> int:
-    from .data import load_mnist
-    from .recipes import get_recipe
-    from .train import Trainer, run
-
-    recipe = get_recipe(args.recipe).with_overrides(steps=args.steps, batch_size=args.batch_size,
-                                                    eval_with_ema=args.eval_with_ema)
-    if recipe.eval_with_ema and not recipe.ema_decay:
-        print(f"recipe {recipe.name} keeps no moving average; --ema ignored", file=sys.stderr)
-        recipe = recipe.with_overrides(eval_with_ema=False)
-    dtype = np.dtype(args.dtype)
-    if args.engine == "tf":
-        from tfnet.train import TFTrainer
-        trainer = TFTrainer(recipe, seed=args.seed, dtype=dtype)
-    else:
-        trainer = Trainer(recipe, seed=args.seed, dtype=dtype)
-    out = args.out or Path("runs") / f"{recipe.name}-{args.engine}-seed{args.seed}"
-    result = run(trainer, load_mnist(args.data_dir), out_dir=out, seed=args.seed, resume=args.resume,
-                 progress=not args.no_progress)
-    print(f"wrote {out}/ (checkpoint.npz, metrics.jsonl, config.json); "
-          f"{result['steps']} steps in {result['train_seconds']} s")
-    return 0
-
-
-def _eval(args) -> int:
-    from .checkpoint import load_checkpoint
-    from .data import load_mnist
-    from .recipes import get_recipe
-    from .train import Trainer
-
-    arrays, meta = load_checkpoint(args.checkpoint)
-    recipe = get_recipe(meta["recipe"]["name"]).with_overrides(eval_with_ema=meta["recipe"]["eval_with_ema"])
-    trainer = Trainer(recipe, dtype=np.dtype(meta["dtype"]))
-    trainer.load_state({k: v for k, v in arrays.items() if not k.startswith("data/")})
-    test = load_mnist(args.data_dir).test
-    acc = trainer.accuracy(test.images, test.labels, use_ema=recipe.eval_with_ema)
-    print(f"{args.checkpoint}: recipe {recipe.name}, step {trainer.step}"
-          f"{', moving-average weights' if recipe.eval_with_ema else ''}")
-    print(f"test accuracy: {acc:.4f}")
-    return 0
-
-
-def _report(args) -> int:
-    from .report import markdown
-    print(markdown(args.runs))
-    return 0
-
-
-def _parity(args) -> int:
-    from tfnet.parity import run as run_parity
-    return run_parity(args)
+    debug = args.debug or os.environ.get("SCRATCHNET_DEBUG") == "1"
+    try:
+        validate(args)
+        if args.data_dir is not None:
+            os.environ["SCRATCHNET_DATA_DIR"] = str(args.data_dir)
+        if args.backend is not None:
+            from . import backend
+            backend.set_backend(args.backend)
+        return _command(args)(args)
+    except UsageError as e:
+        if debug:
+            raise
+        parser.error(str(e))  # usage, then "scratchnet: error: ...", exit 2
+    except (ScratchnetError, OSError) as e:
+        if debug:
+            raise
+        print(f"scratchnet: error: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("scratchnet: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug: still one line, and the way to see more
+        if debug:
+            raise
+        print(f"scratchnet: error: unexpected {type(e).__name__}: {e} (--debug shows the traceback)",
+              file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

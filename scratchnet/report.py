@@ -13,6 +13,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+from .errors import ScratchnetError
 from .recipes import RECIPES
 
 ENGINES = ("scratchnet", "tf")
@@ -66,6 +67,8 @@ def _accuracies(runs, key) -> str:
 
 
 def markdown(runs_dir: Path) -> str:
+    if not Path(runs_dir).is_dir():
+        raise ScratchnetError(f"{runs_dir}: no such folder of runs")
     table = collect(runs_dir)
     rows = ["| recipe | reported | scratchnet test accuracy | TensorFlow test accuracy "
             "| tutorial's measure, scratchnet / TF | train time per run, scratchnet / TF | commands |",

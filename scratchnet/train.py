@@ -13,6 +13,8 @@ One training step (``Trainer.train_step``):
 from __future__ import annotations
 
 import json
+import math
+import os
 import time
 from collections import deque
 from contextlib import nullcontext
@@ -22,6 +24,8 @@ import numpy as np
 
 from . import checkpoint
 from .data import BatchIterator
+from .errors import DivergenceError, TrainingInterrupted
+from .interrupts import deferred_signals
 from .layers import Dropout
 from .model import Sequential
 from .ops import l2_penalty, softmax_cross_entropy
@@ -44,6 +48,7 @@ class Trainer:
         self.ema = ExponentialMovingAverage(recipe.ema_decay) if recipe.ema_decay else None
         if self.ema is not None:
             self.ema.apply(self.model.params, num_updates=0)  # shadows start at the initial weights
+        self.optimizer.build(self.model.params)  # slots now, so state() is complete before a step
         self.step = 0
 
     @property
@@ -117,12 +122,38 @@ class Trainer:
 TRACKED = "test-tracked"  # metrics split of the test passes during training
 
 
-def _tracked_tests(path: Path, upto: int) -> list[tuple[int, float]]:
-    """The tracked test passes already in ``path`` (a resumed run), up to step ``upto``."""
-    if not path.exists():
-        return []
-    lines = [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
-    return [(l["step"], l["accuracy"]) for l in lines if l["split"] == TRACKED and l["step"] <= upto]
+def checkpoint_spec(trainer, num_train: int) -> dict[str, tuple]:
+    """``{name: (shape, dtype)}`` of every array in a checkpoint of ``trainer``'s run (its
+    ``state()`` and the data iterator's over ``num_train`` examples): what a checkpoint may hold."""
+    spec = checkpoint.spec_of(trainer.state())
+    spec.update({f"data/{k}": v for k, v in BatchIterator.state_spec(num_train).items()})
+    return spec
+
+
+def resume_problem(meta: dict, recipe: str, engine: str, dtype) -> str | None:
+    """Why a checkpoint with ``meta`` cannot continue a run of ``recipe`` in ``engine`` and
+    ``dtype`` (None if it can)."""
+    found = {"recipe": meta.get("recipe", {}).get("name"), "engine": meta.get("engine"), "dtype": meta.get("dtype")}
+    for what, want in (("recipe", recipe), ("engine", engine), ("dtype", str(np.dtype(dtype)))):
+        if found[what] != want:
+            return f"the checkpoint's {what} is {found[what]}, not {want}"
+    return None
+
+
+def _read_metrics(path: Path) -> list[dict]:
+    return [json.loads(l) for l in path.read_text().splitlines() if l.strip()] if path.exists() else []
+
+
+def _keep_metrics_upto(path: Path, step: int) -> list[dict]:
+    """Drop the lines of ``path`` past ``step`` (written after the checkpoint a run resumes
+    from), atomically; return the lines kept."""
+    lines = _read_metrics(path)
+    kept = [l for l in lines if l["step"] <= step]
+    if len(kept) < len(lines):
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(json.dumps(l) + "\n" for l in kept))
+        os.replace(tmp, path)
+    return kept
 
 
 def _best(tracked: list[tuple[int, float]]) -> tuple[int, float]:
@@ -130,15 +161,31 @@ def _best(tracked: list[tuple[int, float]]) -> tuple[int, float]:
     return max(tracked, key=lambda t: (t[1], -t[0]))
 
 
+def first_non_finite(arrays: dict[str, np.ndarray]) -> str | None:
+    """The name of the first array (in ``arrays``' order) holding a NaN or an infinity."""
+    return next((k for k, v in arrays.items() if not np.isfinite(v).all()), None)
+
+
 def run(trainer, mnist, *, out_dir: Path, seed: int, resume: Path | None = None,
-        progress: bool = True, log=print) -> dict:
+        progress: bool = True, nan_check: bool = True, overrides: dict | None = None, log=print) -> dict:
     """Train ``trainer`` on ``mnist`` for its recipe's steps; return the final metrics.
 
-    Writes into ``out_dir``: ``config.json`` (the resolved recipe and run options),
+    Writes into ``out_dir``: ``config.json`` (the resolved recipe and run options, with the
+    command-line ``overrides`` of the recipe),
     ``metrics.jsonl`` (one JSON line per evaluation; with ``track_test_every`` also a
     ``"test-tracked"`` line every N steps, and the final test line carries their maximum,
     the figure Görner's tutorial reported) and ``checkpoint.npz`` (at every
     evaluation and at the end; atomic). The data order comes from ``seed``.
+
+    ``resume`` (a checkpoint file) continues a run bit for bit: the checkpoint is checked
+    against ``checkpoint_spec`` before its data is read, the metrics lines past it are
+    dropped and the ``time`` column counts on from the checkpoint's.
+
+    SIGINT and SIGTERM (in the main thread) let the current step finish, write a checkpoint
+    at that step and raise ``TrainingInterrupted``; a second signal stops at once.
+    ``nan_check`` raises ``DivergenceError`` at the first non-finite loss (checked every
+    step) or parameter (checked at every evaluation), before a checkpoint is written, so the
+    last good one is kept.
     """
     from tqdm import tqdm
 
@@ -146,23 +193,45 @@ def run(trainer, mnist, *, out_dir: Path, seed: int, resume: Path | None = None,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     batches = BatchIterator(mnist.train.images, mnist.train.labels, recipe.batch_size, seed=seed)
+    elapsed = 0.0
     if resume is not None:
-        arrays, _ = checkpoint.load_checkpoint(resume)
-        trainer.load_state(arrays)
+        arrays, meta = checkpoint.load_checkpoint(resume, checkpoint_spec(trainer, len(mnist.train.images)))
+        problem = resume_problem(meta, recipe.name, trainer.engine, trainer.dtype)
+        if problem:
+            raise checkpoint.CheckpointError(f"{resume}: {problem}")
+        trainer.load_state({k: v for k, v in arrays.items() if not k.startswith("data/")})
         batches.load_state({k[len("data/"):]: v for k, v in arrays.items() if k.startswith("data/")})
+        elapsed = float(meta.get("elapsed", 0.0))
     config = {"recipe": recipe.to_config(), "engine": trainer.engine, "seed": seed,
-              "dtype": str(trainer.dtype), "resumed_from": str(resume) if resume else None}
+              "dtype": str(trainer.dtype), "overrides": overrides or {},
+              "resumed_from": str(resume) if resume else None}
     (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    metrics = (out_dir / "metrics.jsonl").open("a")
+    metrics_path = out_dir / "metrics.jsonl"
+    # (step, accuracy) of the test passes during training (recipes with track_test_every),
+    # including those before a resume.
+    tracked = ([(l["step"], l["accuracy"]) for l in _keep_metrics_upto(metrics_path, trainer.step)
+                if l["split"] == TRACKED] if resume is not None else [])
+    start = time.time() - elapsed
+    saved = {"step": trainer.step, "path": resume}  # the newest checkpoint of this run
 
     def save():
         arrays = trainer.state()
         arrays.update({f"data/{k}": v for k, v in batches.state().items()})
-        checkpoint.save_checkpoint(out_dir / "checkpoint.npz", arrays, config | {"step": trainer.step})
+        meta = config | {"step": trainer.step, "elapsed": round(time.time() - start, 2)}
+        checkpoint.save_checkpoint(out_dir / "checkpoint.npz", arrays, meta)
+        saved.update(step=trainer.step, path=out_dir / "checkpoint.npz")
 
-    # (step, accuracy) of the test passes during training (recipes with track_test_every),
-    # including those before a resume.
-    tracked = _tracked_tests(out_dir / "metrics.jsonl", trainer.step) if resume is not None else []
+    def check(loss=None):
+        """The divergence guard: stop at a non-finite ``loss`` (if given) or parameter."""
+        bad = first_non_finite({k: v for k, v in trainer.state().items() if k.startswith("params/")})
+        if loss is None and bad is None:
+            return
+        what = " and ".join(([f"the loss is {loss}"] if loss is not None else [])
+                            + ([f"{bad} holds NaN or infinity"] if bad else []))
+        kept = (f"the last good checkpoint is {saved['path']} (step {saved['step']})" if saved["path"]
+                else "no checkpoint was written")
+        raise DivergenceError(f"training diverged at step {trainer.step}: {what}; {kept}. Lower the learning "
+                              "rate, or pass --no-nan-check to train on regardless", trainer.step)
 
     def evaluate(split_name, split):
         correct = trainer.predict(split.images, use_ema=recipe.eval_with_ema) == split.labels
@@ -180,30 +249,43 @@ def run(trainer, mnist, *, out_dir: Path, seed: int, resume: Path | None = None,
         metrics.flush()
         return acc
 
-    start = time.time()
+    log(f"training {recipe.name} [{trainer.engine}, {trainer.dtype}] from step {trainer.step} to {recipe.steps} "
+        f"into {out_dir}/")
     recent = deque(maxlen=100)
-    bar = tqdm(total=recipe.steps, initial=trainer.step, disable=not progress, unit="step",
-               dynamic_ncols=True, desc=f"{recipe.name} [{trainer.engine}]")
-    while trainer.step < recipe.steps:
-        images, labels = batches.next_batch()
-        lr = trainer.learning_rate()
-        loss, logits = trainer.train_step(images, labels)
-        recent.append(float((np.asarray(logits).argmax(axis=1) == labels).mean()))
-        bar.update(1)
-        if trainer.step % 10 == 0 or trainer.step == recipe.steps:
-            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}", acc=f"{np.mean(recent):.3f}")
-        if trainer.step % recipe.eval_every == 0 and trainer.step < recipe.steps:
-            val = evaluate("validation", mnist.validation)
-            bar.write(f"step {trainer.step}: validation accuracy {val:.4f}")
-            save()
-        if recipe.track_test_every and trainer.step % recipe.track_test_every == 0 and trainer.step < recipe.steps:
-            evaluate(TRACKED, mnist.test)
-    bar.close()
-    train_seconds = time.time() - start
-    val = evaluate("validation", mnist.validation)
-    test = evaluate("test", mnist.test)
-    save()
-    metrics.close()
+    # The guard reports non-finite values itself; NumPy's overflow warnings would only repeat it.
+    quiet_overflow = np.errstate(over="ignore", invalid="ignore") if nan_check else nullcontext()
+    with (metrics_path.open("a") as metrics, deferred_signals() as stop, quiet_overflow,
+          tqdm(total=recipe.steps, initial=trainer.step, disable=not progress, unit="step",
+               dynamic_ncols=True, desc=f"{recipe.name} [{trainer.engine}]") as bar):
+        while trainer.step < recipe.steps:
+            images, labels = batches.next_batch()
+            lr = trainer.learning_rate()
+            loss, logits = trainer.train_step(images, labels)
+            if nan_check and not math.isfinite(loss):
+                check(loss)
+            recent.append(float((np.asarray(logits).argmax(axis=1) == labels).mean()))
+            bar.update(1)
+            if trainer.step % 10 == 0 or trainer.step == recipe.steps:
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}", acc=f"{np.mean(recent):.3f}")
+            if trainer.step % recipe.eval_every == 0 and trainer.step < recipe.steps:
+                if nan_check:
+                    check()
+                val = evaluate("validation", mnist.validation)
+                bar.write(f"step {trainer.step}: validation accuracy {val:.4f}")
+                save()
+            if recipe.track_test_every and trainer.step % recipe.track_test_every == 0 and trainer.step < recipe.steps:
+                evaluate(TRACKED, mnist.test)
+            if stop.signum is not None:
+                if saved["step"] != trainer.step or saved["path"] is None:
+                    save()
+                raise TrainingInterrupted(stop.signum, trainer.step, out_dir / "checkpoint.npz")
+        bar.close()
+        if nan_check:
+            check()
+        save()  # before the final evaluation: an interrupt from here on loses no training
+        train_seconds = time.time() - start
+        val = evaluate("validation", mnist.validation)
+        test = evaluate("test", mnist.test)
     result = {"recipe": recipe.name, "engine": trainer.engine, "seed": seed, "steps": trainer.step,
               "validation_accuracy": val, "test_accuracy": test, "train_seconds": round(train_seconds, 1)}
     log(f"validation accuracy: {val:.4f}")

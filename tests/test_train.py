@@ -97,3 +97,31 @@ def test_cli_train_and_eval(tmp_path, capsys):
     evaluated = capsys.readouterr().out
     line = lambda text: [l for l in text.splitlines() if l.startswith("test accuracy")][0]  # noqa: E731
     assert line(trained) == line(evaluated)
+
+
+class Jump:
+    """A learning rate that turns hopeless at ``step``."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def __call__(self, step):
+        return 0.1 if step < self.step else 1e6
+
+    def to_config(self):
+        return {"schedule": "jump", "step": self.step}
+
+
+def test_divergence_keeps_the_last_good_checkpoint(mnist, tmp_path):
+    from scratchnet.checkpoint import load_checkpoint
+    from scratchnet.errors import DivergenceError
+
+    recipe = get_recipe("mlp").with_overrides(steps=300, eval_every=50, batch_size=20, learning_rate=Jump(120))
+    with pytest.raises(DivergenceError) as error:
+        run(Trainer(recipe, seed=1), mnist, out_dir=tmp_path, seed=1, progress=False, log=lambda *_: None)
+    message = str(error.value)
+    assert message.startswith(f"training diverged at step {error.value.step}: the loss is ")
+    assert 120 < error.value.step < 150 and "params/fc1/w holds NaN or infinity" in message
+    assert f"the last good checkpoint is {tmp_path / 'checkpoint.npz'} (step 100)" in message
+    arrays, meta = load_checkpoint(tmp_path / "checkpoint.npz")
+    assert meta["step"] == 100 and all(np.isfinite(v).all() for k, v in arrays.items() if k.startswith("params/"))

@@ -33,6 +33,7 @@ from ._tf import import_tf, tf_dtype
 from .model import TFModel
 
 EVAL_BATCH = 1000
+RNG_STATE_SPEC = ((3,), np.dtype(np.int64))  # a Philox tf.random.Generator's state, as checkpoints hold it
 
 # TF1 optimizers: our name -> (class name, {recipe argument: TF argument}, slots)
 _TF1 = {
@@ -285,7 +286,7 @@ class TFTrainer:
                 self.ema.average(v).assign(np.asarray(arrays[f"ema/{k}"], self._dtype))
         for layer in self.dropout_layers:
             state = np.asarray(arrays[f"rng/{layer.name}"])
-            if state.shape != tuple(layer.generator.state.shape):
+            if state.shape != RNG_STATE_SPEC[0]:
                 raise ValueError(f"rng/{layer.name}: not a TensorFlow generator state (shape {state.shape}); "
                                  "was this checkpoint written by the other engine?")
             layer.generator.state.assign(state.astype(np.int64))

@@ -53,6 +53,12 @@ class BatchIterator:
                 "epochs_completed": np.array(self.epochs_completed, np.int64),
                 "rng": generator_state(self.rng)}
 
+    @staticmethod
+    def state_spec(num_examples: int) -> dict[str, tuple[tuple, np.dtype]]:
+        """``{name: (shape, dtype)}`` of ``state()`` over ``num_examples`` examples."""
+        return {"order": ((num_examples,), np.dtype(np.int64)), "position": ((), np.dtype(np.int64)),
+                "epochs_completed": ((), np.dtype(np.int64)), "rng": ((6,), np.dtype(np.uint64))}
+
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         if len(state["order"]) != len(self.images):
             raise ValueError(f"saved data order covers {len(state['order'])} examples, this data has "

@@ -17,11 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ScratchnetError
+
 TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 GZIP_MAGIC = b"\x1f\x8b"
 
 
-class DataError(ValueError):
+class DataError(ScratchnetError, ValueError):
     """A data file is missing, corrupt or not what it should be; the message names it."""
 
 

@@ -1,0 +1,1 @@
+"""What each ``scratchnet`` command does; ``scratchnet.cli`` only parses and validates options."""
