@@ -1,0 +1,123 @@
+"""Run the snippets of the learning path (docs/learn/*.md), so the pages cannot rot.
+
+Each page is read top to bottom. Every ```python block runs, in order, in one namespace
+per page (a page is one session). A ```text block that follows a python block (nothing
+but blank lines between) is that block's expected standard output, compared token by
+token with what it printed (whitespace is not significant):
+
+* tokens are equal as text, except
+* a number in scientific notation below 1e-3 in the page (``3.1e-13``: a round-off
+  measurement, which depends on the BLAS and the CPU) matches any printed number at most
+  100 times it. The page shows the value measured when it was written; another machine
+  must come out no worse than a factor 100 above it.
+
+A block that uses TensorFlow (it mentions ``tensorflow`` or ``tfnet``) is skipped when
+TensorFlow is not installed; blocks after a failed or skipped block of the same page
+still run if they do not depend on it (they should not: a page's TF blocks only read).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+LEARN = Path(__file__).resolve().parents[1] / "docs" / "learn"
+FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```[ \t]*$", re.M | re.S)
+ROUNDOFF = re.compile(r"^[-+]?\d+(\.\d*)?e[-+]?\d+$")
+HAS_TF = importlib.util.find_spec("tensorflow") is not None
+
+
+@dataclass
+class Block:
+    page: str
+    index: int      # 1-based, among the page's python blocks
+    line: int       # line of the opening fence
+    source: str
+    expected: str | None
+
+    @property
+    def needs_tf(self) -> bool:
+        return "tensorflow" in self.source or "tfnet" in self.source
+
+
+def parse(path: Path) -> list[Block]:
+    """The python blocks of a page, each with the text block that follows it (if any)."""
+    text = path.read_text()
+    blocks: list[Block] = []
+    prev_end = None
+    for m in FENCE.finditer(text):
+        lang, body = m.group(1), m.group(2)
+        if lang == "python":
+            blocks.append(Block(path.name, len(blocks) + 1, text.count("\n", 0, m.start()) + 1, body, None))
+        elif lang == "text" and blocks and prev_end is not None and blocks[-1].expected is None \
+                and not text[prev_end:m.start()].strip():
+            blocks[-1].expected = body
+        prev_end = m.end() if lang == "python" else None
+    return blocks
+
+
+def tokens_match(want: str, got: str) -> bool:
+    if want == got:
+        return True
+    if ROUNDOFF.match(want):
+        try:
+            w, g = float(want), float(got)
+        except ValueError:
+            return False
+        return abs(w) < 1e-3 and abs(g) <= 100 * abs(w) + 1e-300
+    return False
+
+
+def output_mismatch(want: str, got: str) -> str | None:
+    """None if ``got`` matches ``want`` (rules in the module docstring), else a report."""
+    w_lines = [l.split() for l in want.strip().splitlines() if l.strip()]
+    g_lines = [l.split() for l in got.strip().splitlines() if l.strip()]
+    ok = len(w_lines) == len(g_lines) and all(
+        len(w) == len(g) and all(tokens_match(a, b) for a, b in zip(w, g)) for w, g in zip(w_lines, g_lines))
+    return None if ok else f"--- the page shows:\n{want}\n--- the snippet printed:\n{got}"
+
+
+PAGES = sorted(LEARN.glob("[0-9][0-9]-*.md"))
+BLOCKS = [b for p in PAGES for b in parse(p)]
+_namespaces: dict[str, dict] = {}
+
+
+def test_pages_exist_and_have_snippets():
+    assert PAGES, f"no pages in {LEARN}"
+    for p in PAGES:
+        assert any(b.page == p.name for b in BLOCKS), f"{p.name} has no python snippet"
+
+
+def test_index_lists_every_page_in_order():
+    index = (LEARN / "README.md").read_text()
+    positions = [index.find(f"({p.name})") for p in PAGES]
+    assert all(k >= 0 for k in positions), f"docs/learn/README.md misses {[p.name for p, k in zip(PAGES, positions) if k < 0]}"
+    assert positions == sorted(positions), "docs/learn/README.md lists the pages out of order"
+
+
+@pytest.mark.parametrize("block", BLOCKS, ids=[f"{b.page}:{b.index}" for b in BLOCKS])
+def test_snippet(block: Block):
+    if block.needs_tf and not HAS_TF:
+        pytest.skip("TensorFlow is not installed")
+    namespace = _namespaces.setdefault(block.page, {"__name__": f"learn_{block.page[:2]}"})
+    out = io.StringIO()
+    code = compile(block.source, f"docs/learn/{block.page} (block {block.index}, line {block.line})", "exec")
+    with contextlib.redirect_stdout(out):
+        exec(code, namespace)
+    if block.expected is not None:
+        mismatch = output_mismatch(block.expected, out.getvalue())
+        assert mismatch is None, mismatch
+
+
+def test_roundoff_tokens():
+    assert tokens_match("3.1e-13", "2.0e-12") and tokens_match("3.1e-13", "0.0e+00")
+    assert not tokens_match("3.1e-13", "1.0e-10") and not tokens_match("0.5", "0.50")
+    assert not tokens_match("2.5e+00", "2.4e+00")
+    assert output_mismatch("a  1.0e-12\nok", "a 5.0e-11 \n ok\n") is None
+    assert output_mismatch("a 1", "a 1\nb") is not None
