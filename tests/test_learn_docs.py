@@ -1,9 +1,10 @@
 """Run the snippets of the learning path (docs/learn/*.md), so the pages cannot rot.
 
 Each page is read top to bottom. Every ```python block runs, in order, in one namespace
-per page (a page is one session). A ```text block that follows a python block (nothing
-but blank lines between) is that block's expected standard output, compared token by
-token with what it printed (whitespace is not significant):
+per page (a page is one session, starting with NumPy's default print options). A ```text
+block that follows a python block (nothing but blank lines between) is that block's
+expected standard output, compared token by token with what it printed (whitespace is
+not significant):
 
 * tokens are equal as text, except
 * a number in scientific notation below 1e-3 in the page (``3.1e-13``: a round-off
@@ -16,8 +17,7 @@ another CPU's rounding may change in more than its digits); its snippet should a
 what must hold everywhere.
 
 A block that uses TensorFlow (it mentions ``tensorflow`` or ``tfnet``) is skipped when
-TensorFlow is not installed; blocks after a failed or skipped block of the same page
-still run if they do not depend on it (they should not: a page's TF blocks only read).
+TensorFlow is not installed, and so is the rest of its page, which may use its names.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 LEARN = Path(__file__).resolve().parents[1] / "docs" / "learn"
@@ -90,6 +91,9 @@ def output_mismatch(want: str, got: str) -> str | None:
 PAGES = sorted(LEARN.glob("[0-9][0-9]-*.md"))
 BLOCKS = [b for p in PAGES for b in parse(p)]
 _namespaces: dict[str, dict] = {}
+_skipped_pages: set[str] = set()
+_print_options: dict[str, dict] = {}   # each page's NumPy print options (they are global state)
+_DEFAULT_PRINT_OPTIONS = np.get_printoptions()
 
 
 def test_pages_exist_and_have_snippets():
@@ -107,13 +111,22 @@ def test_index_lists_every_page_in_order():
 
 @pytest.mark.parametrize("block", BLOCKS, ids=[f"{b.page}:{b.index}" for b in BLOCKS])
 def test_snippet(block: Block):
+    if block.page in _skipped_pages:
+        pytest.skip("an earlier block of this page needs TensorFlow, which is not installed")
     if block.needs_tf and not HAS_TF:
+        _skipped_pages.add(block.page)
         pytest.skip("TensorFlow is not installed")
     namespace = _namespaces.setdefault(block.page, {"__name__": f"learn_{block.page[:2]}"})
     out = io.StringIO()
     code = compile(block.source, f"docs/learn/{block.page} (block {block.index}, line {block.line})", "exec")
-    with contextlib.redirect_stdout(out):
-        exec(code, namespace)
+    outside = np.get_printoptions()
+    np.set_printoptions(**_print_options.get(block.page, _DEFAULT_PRINT_OPTIONS))
+    try:
+        with contextlib.redirect_stdout(out):
+            exec(code, namespace)
+    finally:
+        _print_options[block.page] = np.get_printoptions()
+        np.set_printoptions(**outside)
     if block.expected is not None:
         mismatch = output_mismatch(block.expected, out.getvalue())
         assert mismatch is None, mismatch
