@@ -139,3 +139,35 @@ def test_roundoff_tokens():
     assert not tokens_match("2.5e+00", "2.4e+00")
     assert output_mismatch("a  1.0e-12\nok", "a 5.0e-11 \n ok\n") is None
     assert output_mismatch("a 1", "a 1\nb") is not None
+
+
+LINK = re.compile(r"\[[^\]]*\]\(([^)#\s]+)(#[^)]*)?\)")
+IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+
+
+@pytest.mark.parametrize("page", PAGES + [LEARN / "README.md"], ids=lambda p: p.name)
+def test_links_resolve(page: Path):
+    missing = [target for target, _ in LINK.findall(page.read_text())
+               if "://" not in target and not (page.parent / target).exists()]
+    assert not missing, f"{page.name} links to files that do not exist: {missing}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_named_functions_exist(page: Path):
+    """The "Code:" paragraph names functions, then the file they are in (no line anchors,
+    which rot): each name must still be defined in the file linked after it."""
+    text = page.read_text()
+    start = text.index("\nCode:")
+    paragraph = text[start:text.index("\n\n", start)]
+    pos, missing = 0, []
+    for m in LINK.finditer(paragraph):
+        source = (page.parent / m.group(1)).resolve()
+        if source.suffix == ".py":
+            code = source.read_text()
+            for name in re.findall(r"`([^`]+)`", re.sub(r"\[[^\]]*\]", "", paragraph[pos:m.start()])):
+                if IDENT.match(name):
+                    last = name.split(".")[-1]
+                    if not re.search(rf"^\s*(def|class) {last}\b|^{last} = ", code, re.M):
+                        missing.append(f"{name} in {m.group(1)}")
+        pos = m.end()
+    assert not missing, f"{page.name} names what its files no longer define: {missing}"
