@@ -57,16 +57,28 @@ class TruncatedNormal:
 
 @dataclass(frozen=True)
 class GlorotUniform:
-    """``U(-limit, limit)`` with ``limit = sqrt(6 / (fan_in + fan_out))``.
+    """``U(-limit, limit)`` with ``limit = sqrt(6 / (fan_in + fan_out))``: ``tf.get_variable``'s
+    default initializer (``glorot_uniform_initializer``) and Keras' ``GlorotUniform``.
 
-    Fans as Keras computes them: for a matrix [in, out] they are in and out; for a conv
-    filter [KH, KW, Cin, Cout] they are KH·KW·Cin and KH·KW·Cout.
+    Fans as TensorFlow's ``_compute_fans``: a vector [n] (a bias) has fan_in = fan_out = n;
+    a matrix [in, out] has in and out; a conv filter [KH, KW, Cin, Cout] has KH·KW·Cin and
+    KH·KW·Cout.
     """
 
+    @staticmethod
+    def limit(shape) -> float:
+        shape = tuple(shape)
+        if len(shape) == 0:
+            fan_in = fan_out = 1
+        elif len(shape) == 1:
+            fan_in = fan_out = shape[0]
+        else:
+            receptive = int(np.prod(shape[:-2]))
+            fan_in, fan_out = shape[-2] * receptive, shape[-1] * receptive
+        return float(np.sqrt(6.0 / max(1.0, fan_in + fan_out)))
+
     def __call__(self, rng: np.random.Generator, shape, dtype=np.float32) -> np.ndarray:
-        receptive = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
-        fan_in, fan_out = shape[-2] * receptive, shape[-1] * receptive
-        limit = np.sqrt(6.0 / (fan_in + fan_out))
+        limit = self.limit(shape)
         return rng.uniform(-limit, limit, shape).astype(dtype)
 
 

@@ -210,6 +210,9 @@ class Softmax(_Pointwise):
     kind = "softmax"
 
 
+_IDENTITY = object()  # the cache of a dropout pass that kept everything (evaluation, keep_prob 1)
+
+
 class Dropout(Layer):
     """Inverted dropout (``tf.nn.dropout`` with ``rate = 1 - keep_prob``).
 
@@ -236,7 +239,7 @@ class Dropout(Layer):
 
     def _forward(self, x, training):
         if not training or self.keep_prob == 1:
-            return x, None
+            return x, _IDENTITY
         mask = (self.mask_source(x.shape) if self.mask_source is not None
                 else self.rng.random(x.shape) >= 1 - self.keep_prob)
         if mask.shape != x.shape:
@@ -244,7 +247,7 @@ class Dropout(Layer):
         return self.op("dropout_forward")(x, mask, self.keep_prob)
 
     def _backward(self, dy, cache):
-        return (dy if cache is None else self.op("dropout_backward")(dy, cache)), {}
+        return (dy if cache is _IDENTITY else self.op("dropout_backward")(dy, cache)), {}
 
 
 class Reshape(Layer):

@@ -26,7 +26,8 @@ class Recipe:
     batch_size: int
     steps: int
     optimizer_args: dict = field(default_factory=dict)
-    loss_scale: float = 1.0              # loss = loss_scale · mean cross-entropy (+ L2)
+    loss: str = "softmax_cross_entropy"  # a name in ``scratchnet.ops.LOSSES``
+    loss_scale: float = 1.0              # loss = loss_scale · cross-entropy (+ L2)
     l2_scale: float = 0.0                # + l2_scale · Σ_{l2_params} Σw²/2
     l2_params: tuple[str, ...] = ()
     ema_decay: float | None = None       # moving average with num_updates = step
@@ -46,7 +47,7 @@ class Recipe:
             "layers": [repr_layer(l) for l in self.layers()],
             "optimizer": self.optimizer, "optimizer_args": self.optimizer_args,
             "learning_rate": self.learning_rate.to_config(),
-            "batch_size": self.batch_size, "steps": self.steps, "loss_scale": self.loss_scale,
+            "batch_size": self.batch_size, "steps": self.steps, "loss": self.loss, "loss_scale": self.loss_scale,
             "l2_scale": self.l2_scale, "l2_params": list(self.l2_params),
             "ema_decay": self.ema_decay, "eval_with_ema": self.eval_with_ema,
             "eval_every": self.eval_every, "track_test_every": self.track_test_every,
@@ -95,11 +96,24 @@ def _conv3(channels, kernels, fc_keep=None):
     return layers + [Dense(200, 10, name="fc2")]
 
 
-def _deep_cnn():
-    return [Conv2D(5, 1, 32, name="conv1"), ReLU(name="relu1"), MaxPool2D(2, name="pool1"),
-            Conv2D(5, 32, 64, name="conv2"), ReLU(name="relu2"), MaxPool2D(2, name="pool2"),
-            Flatten(name="flatten"), Dense(7 * 7 * 64, 1024, name="fc1"), ReLU(name="relu3"),
-            Dropout(0.5, name="dropout"), Dense(1024, 10, name="fc2")]
+def _deep_cnn(keep_prob=0.5, init=None):
+    """``init``: ``None`` for the TF write-up's truncated_normal(0.1) weights and 0.1 biases,
+    or one initializer for weights and biases alike (the second write-up's Glorot)."""
+    w = {} if init is None else {"w_init": init, "b_init": init}
+    return [Conv2D(5, 1, 32, name="conv1", **w), ReLU(name="relu1"), MaxPool2D(2, name="pool1"),
+            Conv2D(5, 32, 64, name="conv2", **w), ReLU(name="relu2"), MaxPool2D(2, name="pool2"),
+            Flatten(name="flatten"), Dense(7 * 7 * 64, 1024, name="fc1", **w), ReLU(name="relu3"),
+            Dropout(keep_prob, name="dropout"), Dense(1024, 10, name="fc2", **w)]
+
+
+def _writeup2(keep_prob, steps, batch_size, reported):
+    """The second deep-MNIST write-up: Glorot-uniform weights and biases, the naive summed
+    cross-entropy, Adam 1e-4; one recipe per row of its table."""
+    return Recipe(f"deep-cnn-glorot-{steps // 1000}k",
+                  f"deep-cnn, Glorot init, naive summed cross-entropy, keep {keep_prob}, batch {batch_size}, "
+                  f"{steps:,} steps (second deep-MNIST write-up)",
+                  lambda: _deep_cnn(keep_prob, init=GlorotUniform()), "adam", schedules.constant(1e-4),
+                  batch_size=batch_size, steps=steps, loss="naive_cross_entropy_sum", reported=reported)
 
 
 def _lstm():
@@ -145,6 +159,12 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            reported=0.9921, reported_note="measured on the first 128 test images only"),
     Recipe("deep-cnn", "TensorFlow's deep-MNIST: conv 5×5/32, pool, conv 5×5/64, pool, fc 1024, dropout 0.5",
            _deep_cnn, "adam", schedules.constant(1e-4), batch_size=50, steps=20000, reported=0.9923),
+    Recipe("deep-cnn-gd", "deep-cnn with GradientDescentOptimizer(1e-4) instead of Adam (the same write-up)",
+           _deep_cnn, "sgd", schedules.constant(1e-4), batch_size=50, steps=20000, reported=0.9296),
+    _writeup2(1.0, 1000, 50, 0.9704),
+    _writeup2(0.5, 2000, 20, 0.9736),
+    _writeup2(0.5, 5000, 10, 0.9824),
+    _writeup2(0.5, 10000, 10, 0.9872),
 ]}
 
 

@@ -4,7 +4,8 @@ that writes checkpoints, metrics and the resolved configuration.
 One training step (``Trainer.train_step``):
 
     logits = model(x, training=True)
-    loss   = loss_scale · mean softmax cross-entropy + l2_scale · Σ ||w||²/2
+    loss   = loss_scale · cross-entropy (the recipe's: mean from logits, or the naive sum)
+             + l2_scale · Σ ||w||²/2
     grads  = backward(loss)                       (hand-written, layer by layer)
     optimizer.apply(params, grads); step += 1
     ema.apply(params, num_updates=step)           (after the update, as tfnet does)
@@ -28,7 +29,7 @@ from .errors import DivergenceError, TrainingInterrupted
 from .interrupts import deferred_signals
 from .layers import Dropout
 from .model import Sequential
-from .ops import l2_penalty, softmax_cross_entropy
+from .ops import LOSSES, l2_penalty
 from .optim import ExponentialMovingAverage, make_optimizer
 from .recipes import Recipe
 from .rng import generator_state, set_generator_state
@@ -66,7 +67,7 @@ class Trainer:
         """Forward and backward through the model; return ``(loss, logits, grads)``."""
         r, dtype = self.recipe, self.model.dtype
         logits = self.model.forward(images.astype(dtype, copy=False), training=True)
-        loss, dlogits = softmax_cross_entropy(logits, labels)
+        loss, dlogits = LOSSES[r.loss](logits, labels)
         loss = loss * dtype.type(r.loss_scale)
         self.model.backward(dlogits * dtype.type(r.loss_scale), input_grad=False)  # dL/dimages is never used
         grads = dict(self.model.grads)

@@ -374,7 +374,7 @@ def check_model(recipe, dtype=np.float64, *, batch_size: int = 4, seed: int = 0,
     (docs/parity.md; ``tests/test_parity.py`` checks that nothing else changes)."""
     from scratchnet.kernels import conv_algorithm
     from scratchnet.model import Sequential
-    from scratchnet.ops import l2_penalty, softmax_cross_entropy
+    from scratchnet.ops import LOSSES, l2_penalty
 
     from ._tf import import_tf
     from .model import TFModel
@@ -397,7 +397,7 @@ def check_model(recipe, dtype=np.float64, *, batch_size: int = 4, seed: int = 0,
         for layer in model.layers:
             acts.append(layer.forward(acts[-1], training=True))
         masks = stream.take()
-        loss, dlogits = softmax_cross_entropy(acts[-1], y)
+        loss, dlogits = LOSSES[recipe.loss](acts[-1], y)
         scale = dtype.type(recipe.loss_scale)
         loss, dy = loss * scale, dlogits * scale
         l2_grads = {}
@@ -425,7 +425,7 @@ def check_model(recipe, dtype=np.float64, *, batch_size: int = 4, seed: int = 0,
     t_in = dict(zip([l.name for l in model.layers], tgrads[:len(model.layers)]))
     t_params = dict(zip(keys, tgrads[len(model.layers):]))
 
-    case = _new_case("models", f"{recipe.name} (batch {batch_size}, loss ×{recipe.loss_scale:g}"
+    case = _new_case("models", f"{recipe.name} (batch {batch_size}, {recipe.loss} ×{recipe.loss_scale:g}"
                      f"{', L2' if recipe.l2_scale else ''}{', fed dropout masks' if dropouts else ''})", dtype,
                      note="rows: outputs in forward order, loss, then gradients in backward order; "
                           f"scratchnet's convolution algorithm: {conv}")

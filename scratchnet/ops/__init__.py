@@ -10,7 +10,7 @@ from .activations import (relu_backward, relu_forward, sigmoid, sigmoid_backward
 from .conv import conv2d_backward, conv2d_backward_params, conv2d_forward
 from .dense import dense_backward, dense_backward_params, dense_forward
 from .dropout import dropout_backward, dropout_forward
-from .losses import l2_loss, l2_penalty, log_softmax, softmax_cross_entropy
+from .losses import LOSSES, l2_loss, l2_penalty, log_softmax, naive_cross_entropy_sum, softmax_cross_entropy
 from .lstm import lstm_backward, lstm_forward
 from .padding import output_size
 from .pool import max_pool_backward, max_pool_forward
