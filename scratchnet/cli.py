@@ -1,4 +1,4 @@
-"""The ``scratchnet`` command: ``data``, ``train``, ``eval``, ``report`` and ``parity``.
+"""The ``scratchnet`` command: ``data``, ``train``, ``eval``, ``predict``, ``report`` and ``parity``.
 
 Errors, for every command: ``scratchnet: error: <message>`` on stderr, no traceback
 (``--debug`` or ``SCRATCHNET_DEBUG=1`` shows it). Usage errors (a bad option, found before
@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("data", help="show the MNIST splits, class counts and checksum status")
 
-    from .recipes import RECIPES
+    from .recipes import INITS, OPTIMIZER_DEFAULTS, RECIPES
     train = sub.add_parser("train", help="train a tutorial recipe and print its test accuracy")
     train.add_argument("recipe", choices=list(RECIPES), metavar="RECIPE",
                        help="one of: " + ", ".join(RECIPES))
@@ -45,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--steps", type=int, help="training steps (default: the recipe's)")
     train.add_argument("--batch-size", type=int, help="batch size (default: the recipe's)")
     train.add_argument("--lr", type=float, help="a constant learning rate instead of the recipe's schedule")
+    train.add_argument("--optimizer", choices=list(OPTIMIZER_DEFAULTS),
+                       help="this optimizer with TF1's defaults (momentum: 0.9) instead of the recipe's")
+    train.add_argument("--keep-prob", type=float, help="the keep probability of every dropout layer")
+    train.add_argument("--init", choices=list(INITS),
+                       help="every weight and bias from truncated_normal(0.1)/0.1 or Glorot-uniform")
     train.add_argument("--seed", type=int, default=None,
                        help="initialisation, data order and dropout (default 1; a resume: the checkpoint's)")
     train.add_argument("--dtype", choices=["float32", "float64"], default=None,
@@ -65,6 +70,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="test accuracy of a saved checkpoint")
     ev.add_argument("checkpoint", type=Path, help="a checkpoint.npz or a run folder")
 
+    predict = sub.add_parser("predict", help="the digit a checkpoint sees in test images or image files")
+    predict.add_argument("checkpoint", type=Path, help="a checkpoint.npz or a run folder (either engine)")
+    predict.add_argument("images", type=Path, nargs="*", metavar="IMAGE",
+                         help="image files (PNG, JPEG, …), preprocessed as MNIST was")
+    predict.add_argument("--test-index", type=int, nargs="+", default=[], metavar="N",
+                         help="MNIST test images by index (0-9999); their true labels are shown")
+    predict.add_argument("--show", type=Path, metavar="FILE.png",
+                         help="write a figure: each input beside its ten probabilities")
+
     report = sub.add_parser("report", help="the results table (markdown) of the finished runs in a folder")
     report.add_argument("runs", type=Path, nargs="?", default=Path("runs"))
 
@@ -83,7 +97,7 @@ def _in_range(option: str, value, low, high=None) -> None:
 
 def validate(args) -> None:
     """Refuse options that cannot work, before any work starts (``UsageError``)."""
-    from .data import TRAIN_SIZE
+    from .data import TEST_SIZE, TRAIN_SIZE
 
     if args.data_dir is not None and not args.data_dir.is_dir():
         raise UsageError(f"--data-dir {args.data_dir}: no such folder")
@@ -93,10 +107,19 @@ def validate(args) -> None:
         _in_range("--seed", args.seed, 0, MAX_SEED)
         if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
             raise UsageError(f"--lr must be a positive number, got {args.lr}")
+        if args.keep_prob is not None and not 0 < args.keep_prob <= 1:
+            raise UsageError(f"--keep-prob must be in (0, 1], got {args.keep_prob}")
         if args.out is not None and args.out.exists() and not args.out.is_dir():
             raise UsageError(f"--out {args.out}: a file, not a folder")
         if args.resume is not None and not (args.resume.is_file() or (args.resume / "checkpoint.npz").is_file()):
             raise UsageError(f"--resume {args.resume}: no checkpoint there (a checkpoint.npz or a run folder)")
+    if args.command == "predict":
+        if not args.images and not args.test_index:
+            raise UsageError("predict: give at least one IMAGE or --test-index N")
+        for i in args.test_index:
+            _in_range("--test-index", i, 0, TEST_SIZE - 1)
+        if args.show is not None and args.show.suffix.lower() not in (".png", ".svg", ".pdf"):
+            raise UsageError(f"--show {args.show}: the figure must be a .png, .svg or .pdf file")
     if args.command == "parity":
         from .recipes import RECIPES
         _in_range("--steps", args.steps, 1)
@@ -109,6 +132,7 @@ def validate(args) -> None:
 
 def _command(args):
     from .commands.evaluate import evaluate
+    from .commands.predict import predict_command
     from .commands.train import train
 
     def data(args):
@@ -125,7 +149,8 @@ def _command(args):
         from tfnet.parity import run
         return run(args)
 
-    return {"data": data, "train": train, "eval": evaluate, "report": report, "parity": parity}[args.command]
+    return {"data": data, "train": train, "eval": evaluate, "predict": predict_command, "report": report,
+            "parity": parity}[args.command]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         parser.error(str(e))  # usage, then "scratchnet: error: ...", exit 2
+    except BrokenPipeError:  # `scratchnet ... | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except (ScratchnetError, OSError) as e:
         if debug:
             raise

@@ -168,6 +168,55 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
 ]}
 
 
+# --optimizer: TF1's defaults (``tf.compat.v1.train``); MomentumOptimizer has no default
+# momentum, 0.9 is the usual choice.
+OPTIMIZER_DEFAULTS = {"sgd": {}, "momentum": {"momentum": 0.9}, "adagrad": {}, "rmsprop": {}, "adam": {}}
+# --init: TensorFlow's deep-MNIST (truncated_normal(0.1) weights, 0.1 biases) or
+# ``tf.get_variable``'s default (Glorot-uniform for weights and biases alike).
+INITS = {"truncated-normal": (TN01, B01), "glorot": (GlorotUniform(), GlorotUniform())}
+OVERRIDES = ("steps", "batch_size", "lr", "optimizer", "keep_prob", "init", "eval_with_ema")
+
+
+def _relayered(layers: Callable[[], list[Layer]], change: Callable[[Layer], None]):
+    def build():
+        built = layers()
+        for layer in built:
+            change(layer)
+        return built
+    return build
+
+
+def overridden(recipe: Recipe, **options) -> Recipe:
+    """``recipe`` with the experiment overrides of ``scratchnet train`` (``OVERRIDES``; None
+    leaves a field alone): ``lr`` a constant rate, ``optimizer`` a name of
+    ``OPTIMIZER_DEFAULTS`` with TF1's defaults, ``keep_prob`` for every dropout layer,
+    ``init`` a name of ``INITS`` for every weight and bias."""
+    unknown = set(options) - set(OVERRIDES)
+    if unknown:
+        raise TypeError(f"unknown overrides {sorted(unknown)}")
+    o = {k: v for k, v in options.items() if v is not None}
+    changes = {k: o[k] for k in ("steps", "batch_size", "eval_with_ema") if k in o}
+    if "lr" in o:
+        changes["learning_rate"] = schedules.constant(o["lr"])
+    if "optimizer" in o:
+        changes.update(optimizer=o["optimizer"], optimizer_args=dict(OPTIMIZER_DEFAULTS[o["optimizer"]]))
+    layers = recipe.layers
+    if "keep_prob" in o:
+        if not any(isinstance(l, Dropout) for l in layers()):
+            raise ValueError(f"recipe {recipe.name} has no dropout layer")
+        layers = _relayered(layers, lambda l: isinstance(l, Dropout) and setattr(l, "keep_prob", o["keep_prob"]))
+    if "init" in o:
+        w, b = INITS[o["init"]]
+
+        def reinit(layer):
+            if isinstance(layer, (Dense, Conv2D)):
+                layer.w_init, layer.b_init = w, b
+            elif isinstance(layer, LSTM):
+                layer.kernel_init, layer.bias_init = w, b
+        layers = _relayered(layers, reinit)
+    return recipe.with_overrides(layers=layers, **changes)
+
+
 def get_recipe(name: str) -> Recipe:
     try:
         return RECIPES[name]

@@ -1,7 +1,9 @@
 """The results table: every finished run under a folder, grouped by recipe and engine.
 
 A run is a folder written by ``scratchnet train`` (``config.json`` + ``metrics.jsonl``);
-its test accuracy is the last ``"split": "test"`` line of its metrics. Beside it the table
+its test accuracy is the last ``"split": "test"`` line of its metrics. Runs that overrode
+the recipe (``--optimizer``, ``--lr``, ``--keep-prob`` …, recorded in ``config.json``) get
+a row of their own, labelled with those options. Beside it the table
 gives the figure measured the way the tutorial measured it: the maximum test accuracy
 seen during training for Görner's recipes (``max_tracked``), the first 128 test images for
 the LSTM, and the final figure for the others.
@@ -19,21 +21,36 @@ from .recipes import RECIPES
 ENGINES = ("scratchnet", "tf")
 
 
-def collect(runs_dir: Path) -> dict[tuple[str, str], list[dict]]:
-    """``{(recipe, engine): [{"seed", "test", "tutorial", "seconds", "steps"}, ...]}``, finished
-    runs of the recipe's full length only, in seed order."""
+def override_flags(overrides: dict) -> str:
+    """The command-line options of a run's overrides: ``--optimizer sgd --lr 0.01``."""
+    flags = []
+    for key, value in overrides.items():
+        if key == "eval_with_ema":
+            flags.append("--ema" if value else "--no-ema")
+        else:
+            flags.append(f"--{key.replace('_', '-')} {value}")
+    return " ".join(flags)
+
+
+def collect(runs_dir: Path) -> dict[tuple[str, str, str], list[dict]]:
+    """``{(recipe, override flags, engine): [{"seed", "test", "tutorial", "seconds", "steps"}, ...]}``
+    (flags ``""`` for the recipe as it is), finished runs of at least the recipe's length only,
+    in seed order."""
     table = defaultdict(list)
     for config_path in sorted(Path(runs_dir).glob("*/config.json")):
         config = json.loads(config_path.read_text())
         name = config["recipe"]["name"]
         lines = [json.loads(l) for l in (config_path.parent / "metrics.jsonl").read_text().splitlines() if l]
         tests = [l for l in lines if l["split"] == "test"]
-        if name not in RECIPES or not tests or tests[-1]["step"] != RECIPES[name].steps:
+        steps = config["recipe"].get("steps")
+        if name not in RECIPES or not tests or tests[-1]["step"] != steps or steps < RECIPES[name].steps:
             continue  # unfinished, or a shortened trial run
+        overrides = {k: v for k, v in config.get("overrides", {}).items()
+                     if not (k == "steps" and v == RECIPES[name].steps)}
         last = tests[-1]
         key, _ = _tutorial_measure(name)
         tutorial = last.get(key) if key else last["accuracy"]
-        table[name, config["engine"]].append(
+        table[name, override_flags(overrides), config["engine"]].append(
             {"seed": config["seed"], "test": last["accuracy"], "tutorial": tutorial,
              "seconds": last["time"], "steps": last["step"]})
     for runs in table.values():
@@ -73,15 +90,20 @@ def markdown(runs_dir: Path) -> str:
     rows = ["| recipe | reported | scratchnet test accuracy | TensorFlow test accuracy "
             "| tutorial's measure, scratchnet / TF | train time per run, scratchnet / TF | commands |",
             "|" + "---|" * 7]
-    for name, recipe in RECIPES.items():
-        runs = {e: table.get((name, e), []) for e in ENGINES}
+    variants = sorted({(name, flags) for name, flags, _ in table} | {(name, "") for name in RECIPES},
+                      key=lambda v: (list(RECIPES).index(v[0]), v[1]))
+    for name, flags in variants:
+        recipe = RECIPES[name]
+        runs = {e: table.get((name, flags, e), []) for e in ENGINES}
         _, measure = _tutorial_measure(name)
         tutorial = " / ".join(f"{m:.4f}" if (m := _mean(r["tutorial"] for r in runs[e])) is not None else "—"
                               for e in ENGINES) if measure else "same as final"
         times = " / ".join(f"{_mean(r['seconds'] for r in runs[e]):.0f} s" if runs[e] else "—" for e in ENGINES)
         reported = f"{recipe.reported:.4f}" if recipe.reported else "—"
-        commands = f"`scratchnet train {name} --seed S`, `... --engine tf`"
-        rows.append(f"| {name} | {reported} | {_accuracies(runs['scratchnet'], 'test')} "
+        command = " ".join(["scratchnet train", name] + ([flags] if flags else []) + ["--seed S"])
+        commands = f"`{command}`, `... --engine tf`"
+        label = f"{name} `{flags}`" if flags else name
+        rows.append(f"| {label} | {reported} | {_accuracies(runs['scratchnet'], 'test')} "
                     f"| {_accuracies(runs['tf'], 'test')} | {tutorial}{f' ({measure})' if measure else ''} "
                     f"| {times} | {commands} |")
     return "\n".join(rows)

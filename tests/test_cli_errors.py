@@ -17,29 +17,7 @@ import pytest
 
 from scratchnet.checkpoint import load_checkpoint, save_checkpoint
 
-BIN = Path(sys.executable).with_name("scratchnet")
-COMMAND = [str(BIN)] if BIN.exists() else [sys.executable, "-m", "scratchnet.cli"]
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
-
-
-def scratchnet(*args, cwd=None, timeout=300):
-    return subprocess.run(COMMAND + [str(a) for a in args], capture_output=True, text=True, env=ENV,
-                          cwd=cwd, timeout=timeout)
-
-
-def error_lines(stderr: str) -> list[str]:
-    """The error message: from the ``scratchnet: error:`` line to the end."""
-    lines = stderr.rstrip("\n").splitlines()
-    start = next(i for i, l in enumerate(lines) if l.startswith("scratchnet: error: "))
-    return lines[start:]
-
-
-def assert_fails(result, status: int, message: str) -> list[str]:
-    assert result.returncode == status, result.stderr
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = error_lines(result.stderr)
-    assert message in lines[0], lines
-    return lines
+from commandline import COMMAND, ENV, assert_fails, scratchnet
 
 
 @pytest.mark.parametrize("args, message", [
@@ -53,6 +31,11 @@ def assert_fails(result, status: int, message: str) -> list[str]:
     (["train", "mlp-sgd", "--ema"], "--ema: recipe mlp-sgd keeps no moving average"),
     (["--data-dir", "no-such-folder", "data"], "--data-dir no-such-folder: no such folder"),
     (["parity", "--steps", "0"], "--steps must be at least 1, got 0"),
+    (["predict", "run"], "predict: give at least one IMAGE or --test-index N"),
+    (["predict", "run", "--test-index", "10000"], "--test-index must be between 0 and 9999, got 10000"),
+    (["predict", "run", "--test-index", "1", "--show", "figure.txt"], "--show figure.txt: the figure must be a"),
+    (["train", "mlp", "--keep-prob", "0"], "--keep-prob must be in (0, 1], got 0.0"),
+    (["train", "mlp", "--keep-prob", "0.5"], "--keep-prob: recipe mlp has no dropout layer"),
     (["parity", "--recipes", "mlpp"], "--recipes: unknown recipe 'mlpp'"),
 ])
 def test_bad_options_exit_2_before_any_work(tmp_path, args, message):
@@ -112,6 +95,21 @@ def test_eval_of_a_checkpoint_that_does_not_fit_lists_the_tensors(tmp_path, run_
     assert_fails(scratchnet("eval", rewritten(run_dir, tmp_path / "stray.npz", stray)), 1,
                  "stray.npz: arrays that do not belong to this model, its optimizer, its moving average or "
                  "the data iterator: extra/w")
+
+
+def test_predict_refuses_what_it_cannot_read_in_one_line(tmp_path, run_dir):
+    from PIL import Image
+
+    (tmp_path / "notes.png").write_text("not an image\n")
+    assert_fails(scratchnet("predict", run_dir, tmp_path / "notes.png"), 1,
+                 "notes.png: not an image Pillow can read")
+    Image.new("L", (50, 50), 255).save(tmp_path / "blank.png")
+    assert_fails(scratchnet("predict", run_dir, tmp_path / "blank.png"), 1, "blank.png: no ink: the image is uniform")
+
+    def rename(arrays, meta):
+        meta["recipe"]["name"] = "resnet"
+    assert_fails(scratchnet("predict", rewritten(run_dir, tmp_path / "other.npz", rename), "--test-index", 0), 1,
+                 "other.npz: unknown recipe 'resnet'")
 
 
 def test_a_truncated_data_file_is_one_line(tmp_path):

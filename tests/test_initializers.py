@@ -38,3 +38,25 @@ def test_same_seed_same_weights_bit_for_bit():
     a = TruncatedNormal(0.1)(np.random.default_rng(7), (50, 50))
     b = TruncatedNormal(0.1)(np.random.default_rng(7), (50, 50))
     np.testing.assert_array_equal(a, b)
+
+
+def test_glorot_limits_equal_tensorflow_for_every_shape_of_the_glorot_recipes():
+    """``tf.get_variable``'s default initializer on each weight and bias of the second
+    deep-MNIST write-up: TF's own fans (``_compute_fans``) and limit sqrt(3·scale / fan_avg)."""
+    pytest.importorskip("tensorflow")
+    import tensorflow as tf
+    from tensorflow.python.ops.init_ops import _compute_fans
+
+    from scratchnet.model import Sequential
+    from scratchnet.recipes import RECIPES
+
+    shapes = {v.shape for name, r in RECIPES.items() if name.startswith("deep-cnn-glorot")
+              for v in Sequential(r.layers()).params.values()}
+    assert {(5, 5, 1, 32), (32,), (3136, 1024), (10,)} <= shapes
+    init = tf.compat.v1.glorot_uniform_initializer(seed=3)
+    for shape in shapes:
+        fan_in, fan_out = _compute_fans(shape)
+        tf_limit = np.sqrt(3.0 / max(1.0, (fan_in + fan_out) / 2.0))
+        assert GlorotUniform.limit(shape) == pytest.approx(tf_limit, rel=1e-12), shape
+        drawn = np.abs(init(shape).numpy()).max()
+        assert drawn <= tf_limit * (1 + 1e-6), shape

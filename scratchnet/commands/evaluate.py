@@ -14,11 +14,13 @@ ENGINES = ("scratchnet", "tf")
 
 def restore(path: Path):
     """A scratchnet ``Trainer`` holding the weights (and moving averages) of the checkpoint at
-    ``path``; the file is checked against the recipe's model before its data is read."""
+    ``path`` (a file or a run folder); the file is checked against the recipe's model before
+    its data is read."""
     from ..data import TRAIN_SIZE
     from ..recipes import RECIPES
     from ..train import Trainer, checkpoint_spec
 
+    path = checkpoint_path(path)
     meta = read_meta(path)
     recipe, engine, dtype = meta.get("recipe", {}).get("name"), meta.get("engine"), meta.get("dtype")
     if recipe not in RECIPES:

@@ -14,26 +14,16 @@ import numpy as np
 
 from ..errors import TrainingInterrupted, UsageError
 
-# Overrides a run records in config.json (and a resume takes back): option -> recipe field.
-OVERRIDES = {"steps": "steps", "batch_size": "batch_size", "lr": "learning_rate", "eval_with_ema": "eval_with_ema"}
-
-
 def checkpoint_path(path: Path) -> Path:
     """``path`` itself, or ``path/checkpoint.npz`` when it is a run folder."""
     return path / "checkpoint.npz" if path.is_dir() else path
 
 
 def given_overrides(args) -> dict:
+    """The experiment overrides on the command line (``recipes.OVERRIDES``), as config.json records them."""
+    from ..recipes import OVERRIDES
+
     return {k: getattr(args, k) for k in OVERRIDES if getattr(args, k) is not None}
-
-
-def apply_overrides(recipe, overrides: dict):
-    from ..optim import schedules
-
-    changes = {OVERRIDES[k]: v for k, v in overrides.items()}
-    if "learning_rate" in changes:
-        changes["learning_rate"] = schedules.constant(changes["learning_rate"])
-    return recipe.with_overrides(**changes)
 
 
 def resolve_resume(args, meta: dict) -> dict:
@@ -74,7 +64,7 @@ def resume_command(args, out: Path) -> str:
 def train(args) -> int:
     from ..checkpoint import read_meta
     from ..data import load_mnist
-    from ..recipes import get_recipe
+    from ..recipes import get_recipe, overridden
     from ..train import Trainer, run
 
     resume = checkpoint_path(args.resume) if args.resume is not None else None
@@ -83,7 +73,10 @@ def train(args) -> int:
     else:
         options = {"engine": args.engine or "scratchnet", "dtype": args.dtype or "float32",
                    "seed": 1 if args.seed is None else args.seed, "overrides": given_overrides(args)}
-    recipe = apply_overrides(get_recipe(args.recipe), options["overrides"])
+    try:
+        recipe = overridden(get_recipe(args.recipe), **options["overrides"])
+    except ValueError as e:
+        raise UsageError(f"--keep-prob: {e}") from None
     if recipe.eval_with_ema and not recipe.ema_decay:
         raise UsageError(f"--ema: recipe {recipe.name} keeps no moving average")
     if resume is not None:

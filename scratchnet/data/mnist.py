@@ -38,6 +38,7 @@ MIRRORS = ["https://ossci-datasets.s3.amazonaws.com/mnist/",
 BUNDLED = Path(__file__).resolve().parents[2] / "data" / "mnist"
 VALIDATION_SIZE = 5000
 TRAIN_SIZE = 60_000 - VALIDATION_SIZE  # the TF tutorials' training split (the checksums fix the 60,000)
+TEST_SIZE = 10_000
 
 
 @dataclass(frozen=True)
