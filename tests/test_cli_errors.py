@@ -112,6 +112,18 @@ def test_predict_refuses_what_it_cannot_read_in_one_line(tmp_path, run_dir):
                  "other.npz: unknown recipe 'resnet'")
 
 
+@pytest.mark.parametrize("args, message", [
+    (["train", "mlp", "--resume"], "the checkpoint's recipe is mlp-sgd, not mlp"),
+    (["train", "mlp-sgd", "--dtype", "float64", "--resume"], "the checkpoint's dtype is float32, not float64"),
+    (["train", "mlp-sgd", "--engine", "tf", "--resume"], "the checkpoint's engine is scratchnet, not tf"),
+    (["train", "mlp-sgd", "--seed", "4", "--resume"], "the checkpoint's run has seed 1, not 4"),
+    (["train", "mlp-sgd", "--lr", "0.1", "--resume"], "--lr 0.1 differs from the run's (the recipe default)"),
+    (["train", "mlp-sgd", "--steps", "10", "--resume"], "--steps 10: the checkpoint"),
+])
+def test_a_resume_that_contradicts_its_checkpoint_is_refused(run_dir, args, message):
+    assert_fails(scratchnet(*args, run_dir), 2, message)
+
+
 def test_a_truncated_data_file_is_one_line(tmp_path):
     import shutil
 
