@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import TrainingInterrupted, UsageError
 
+
 def checkpoint_path(path: Path) -> Path:
     """``path`` itself, or ``path/checkpoint.npz`` when it is a run folder."""
     return path / "checkpoint.npz" if path.is_dir() else path
@@ -29,8 +30,11 @@ def given_overrides(args) -> dict:
 def resolve_resume(args, meta: dict) -> dict:
     """The run options of a resume: the checkpoint's, with ``--steps`` allowed to change and
     any other option that contradicts the checkpoint refused (``UsageError``)."""
+    from ..checkpoint import CheckpointError
     from ..train import resume_problem
 
+    if not isinstance(meta.get("seed"), int) or not isinstance(meta.get("overrides", {}), dict):
+        raise CheckpointError(f"{args.resume}: not the checkpoint of a training run (no seed or overrides in its meta)")
     saved = meta.get("overrides", {})
     engine, dtype = args.engine or meta.get("engine"), args.dtype or meta.get("dtype")
     problem = resume_problem(meta, args.recipe, engine, dtype)
@@ -69,7 +73,8 @@ def train(args) -> int:
 
     resume = checkpoint_path(args.resume) if args.resume is not None else None
     if resume is not None:
-        options = resolve_resume(args, read_meta(resume))
+        meta = read_meta(resume)
+        options = resolve_resume(args, meta)
     else:
         options = {"engine": args.engine or "scratchnet", "dtype": args.dtype or "float32",
                    "seed": 1 if args.seed is None else args.seed, "overrides": given_overrides(args)}
@@ -80,7 +85,7 @@ def train(args) -> int:
     if recipe.eval_with_ema and not recipe.ema_decay:
         raise UsageError(f"--ema: recipe {recipe.name} keeps no moving average")
     if resume is not None:
-        step = read_meta(resume).get("step", 0)
+        step = meta.get("step", 0)
         if recipe.steps <= step:
             raise UsageError(f"--steps {recipe.steps}: the checkpoint {resume} is already at step {step}")
     dtype, seed = np.dtype(options["dtype"]), options["seed"]
