@@ -125,3 +125,19 @@ def test_divergence_keeps_the_last_good_checkpoint(mnist, tmp_path):
     assert f"the last good checkpoint is {tmp_path / 'checkpoint.npz'} (step 100)" in message
     arrays, meta = load_checkpoint(tmp_path / "checkpoint.npz")
     assert meta["step"] == 100 and all(np.isfinite(v).all() for k, v in arrays.items() if k.startswith("params/"))
+
+
+def test_overrides_are_recorded_and_an_overridden_run_evaluates(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "mlp5-dropout", "--optimizer", "momentum", "--lr", "0.001", "--keep-prob", "0.9",
+                 "--init", "glorot", "--steps", "30", "--batch-size", "10", "--out", str(out), "--no-progress"]) == 0
+    trained = capsys.readouterr().out
+    config = json.loads((out / "config.json").read_text())
+    assert config["overrides"] == {"steps": 30, "batch_size": 10, "lr": 0.001, "optimizer": "momentum",
+                                   "keep_prob": 0.9, "init": "glorot"}
+    assert config["recipe"]["optimizer_args"] == {"momentum": 0.9}
+    assert {l["keep_prob"] for l in config["recipe"]["layers"] if l["type"] == "Dropout"} == {0.9}
+    assert {l["w_init"] for l in config["recipe"]["layers"] if l["type"] == "Dense"} == {"GlorotUniform()"}
+    assert main(["eval", str(out)]) == 0
+    line = lambda text: [l for l in text.splitlines() if l.startswith("test accuracy")][0]  # noqa: E731
+    assert line(trained) == line(capsys.readouterr().out)

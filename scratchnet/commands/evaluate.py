@@ -17,7 +17,7 @@ def restore(path: Path):
     ``path`` (a file or a run folder); the file is checked against the recipe's model before
     its data is read."""
     from ..data import TRAIN_SIZE
-    from ..recipes import RECIPES
+    from ..recipes import RECIPES, overridden
     from ..train import Trainer, checkpoint_spec
 
     path = checkpoint_path(path)
@@ -28,17 +28,19 @@ def restore(path: Path):
     if engine not in ENGINES or dtype not in ("float32", "float64"):
         raise CheckpointError(f"{path}: engine {engine!r} and dtype {dtype!r}; expected one of {ENGINES} "
                               "and float32 or float64")
-    trainer = Trainer(RECIPES[recipe].with_overrides(eval_with_ema=meta["recipe"].get("eval_with_ema")),
-                      dtype=np.dtype(dtype))
+    try:  # the run's own overrides: an --optimizer changes the slots its checkpoint holds
+        run_recipe = overridden(RECIPES[recipe], **meta.get("overrides", {}))
+    except (TypeError, ValueError, KeyError) as e:
+        raise CheckpointError(f"{path}: overrides {meta.get('overrides')} do not apply to {recipe}: {e}") from None
+    trainer = Trainer(run_recipe, dtype=np.dtype(dtype))
     spec = checkpoint_spec(trainer, TRAIN_SIZE)
     if engine == "tf":  # a tf.random.Generator's state for each dropout layer
         from tfnet.train import RNG_STATE_SPEC
         spec.update({k: RNG_STATE_SPEC for k in spec if k.startswith("rng/")})
     arrays, _ = load_checkpoint(path, spec)
-    trainer.model.load_params({k[len("params/"):]: v for k, v in arrays.items() if k.startswith("params/")})
-    if trainer.ema is not None:
-        trainer.ema.load_state(arrays)
-    trainer.step = int(arrays["step"])
+    if engine == "tf":  # scratchnet's generators cannot take TF's states; evaluation draws no masks
+        arrays.update({k: v for k, v in trainer.state().items() if k.startswith("rng/")})
+    trainer.load_state({k: v for k, v in arrays.items() if not k.startswith("data/")})
     return trainer
 
 
