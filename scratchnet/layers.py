@@ -305,7 +305,7 @@ class Dropout(Layer):
 
     def _forward(self, x, training):
         if not training or self.keep_prob == 1:
-            return x, None
+            return x, ()  # the identity (an empty cache, not None: backward may follow)
         mask = (self.mask_source(x.shape) if self.mask_source is not None
                 else self.rng.random(x.shape) >= 1 - self.keep_prob)
         if mask.shape != x.shape:
@@ -313,7 +313,7 @@ class Dropout(Layer):
         return self.op("dropout_forward")(x, mask, self.keep_prob)
 
     def _backward(self, dy, cache):
-        return (dy if cache is None else self.op("dropout_backward")(dy, cache)), {}
+        return (self.op("dropout_backward")(dy, cache) if cache else dy), {}
 
 
 class Reshape(Layer):
