@@ -87,6 +87,18 @@ def test_batchnorm_gradients(name, offset, scale, shape, training):
     assert report.ok(RTOL), f"{name}\n{report.table(RTOL)}"
 
 
+def test_batchnorm_in_a_model_every_parameter():
+    """conv (no bias) → BN → ReLU → flatten → dense (no bias) → BN (scale) → dense: the
+    weights before a BN get their gradient through the batch statistics."""
+    model = Sequential([Conv2D(3, 1, 4, stride=2, b_init=None), BatchNorm(4, offset_init=Constant(0.1)), ReLU(),
+                        Flatten(), Dense(36, 5, b_init=None), BatchNorm(5, scale_init=Constant(1.0)), Dense(5, 3)],
+                       seed=0, dtype=np.float64)
+    rng = np.random.default_rng(7)
+    report = check_gradients(model, away_from_zero(rng, (4, 6, 6, 1)), training=True)
+    assert "conv2d_1/b" not in model.params and "dense_1/b" not in model.params
+    assert report.ok(RTOL), report.table(RTOL)
+
+
 def test_batchnorm_forward_and_compact_backward_formula():
     """y = γ(x − μ)/sqrt(σ² + ε) + β with the biased variance; the staged backward equals
     dx = (γ·rstd/M)(M·dy − Σdy − x̂·Σ(dy·x̂)); batch 1 has variance 0 and dx = 0."""
