@@ -19,7 +19,7 @@ IMPLS = ("numpy", "fast", "tf", "tf-xla")
 @dataclass(frozen=True)
 class Case:
     name: str      # e.g. "deep-cnn conv2"
-    kind: str      # conv | pool | dense | lstm | relu
+    kind: str      # conv | pool | dense | lstm | relu | batchnorm
     shape: tuple   # kind-specific
     ops: tuple     # which of fwd / dx / dw / bwd / fwd+bwd are timed
     algorithm: str = "auto"  # conv, fast: "direct" never uses Winograd (scratchnet.kernels.conv_algorithm)
@@ -63,6 +63,11 @@ CASES = [
     Case("deep-cnn relu1", "relu", (50, 28, 28, 32), ("fwd", "bwd")),
     Case("deep-cnn fc1", "dense", (50, 3136, 1024), ("fwd", "bwd")),
     Case("lstm 28x128", "lstm", (128, 28, 28, 128), ("fwd", "bwd", "fwd+bwd")),
+    # conv-bn's four batch normalisations (offset, no scale); fwd includes the moments
+    Case("conv-bn bn1", "batchnorm", (100, 28, 28, 24), ("fwd", "bwd", "fwd+bwd")),
+    Case("conv-bn bn2", "batchnorm", (100, 14, 14, 48), ("fwd", "bwd", "fwd+bwd")),
+    Case("conv-bn bn3", "batchnorm", (100, 7, 7, 64), ("fwd", "bwd", "fwd+bwd")),
+    Case("conv-bn bn4", "batchnorm", (100, 200), ("fwd", "bwd", "fwd+bwd")),
 ]
 
 
@@ -73,6 +78,8 @@ def _arrays(case: Case, seed: int = 0) -> dict:
         n, h, w, c, kh, kw, f, s = case.shape
         ho, wo = -(-h // s), -(-w // s)
         return {"x": r(n, h, w, c), "w": r(kh, kw, c, f) * 0.1, "b": r(f), "dy": r(n, ho, wo, f), "s": s}
+    if case.kind == "batchnorm":
+        return {"x": r(*case.shape) + 0.5, "offset": r(case.shape[-1]), "dy": r(*case.shape)}
     if case.kind in ("pool", "relu"):
         n, h, w, c = case.shape
         ho, wo = (-(-h // 2), -(-w // 2)) if case.kind == "pool" else (h, w)
@@ -136,6 +143,16 @@ def _build_numpy(case, op, impl, a):
         fwd = lambda: m.dense_forward(a["x"], a["w"], a["b"])  # noqa: E731
         _, cache = fwd()
         return fwd if op == "fwd" else (lambda: m.dense_backward(a["dy"], cache))
+    if k == "batchnorm":
+        def fwd():
+            mean, var = m.moments(a["x"])
+            return m.batchnorm_forward(a["x"], mean, var, a["offset"], None, 1e-5)
+        _, cache = fwd()
+        if op == "fwd":
+            return fwd
+        if op == "bwd":
+            return lambda: m.batchnorm_backward(a["dy"], cache)
+        return lambda: m.batchnorm_backward(a["dy"], fwd()[1])
     if k == "lstm":
         fwd = lambda: m.lstm_forward(a["x"], a["k"], a["b"], 1.0)  # noqa: E731
         _, cache = fwd()

@@ -4,8 +4,9 @@ warmed up (tracing, oneDNN primitive creation) before ``build_tf`` returns.
 
 Backward passes call the gradient kernels directly (``Conv2DBackpropInput``,
 ``Conv2DBackpropFilter``, ``MaxPoolGrad``, ``ReluGrad``, transposed ``matmul``) rather than a
-``GradientTape``, except for the LSTM, whose backward is only reachable through the tape
-(so TF's LSTM is timed as forward and as forward+backward).
+``GradientTape``, except for the LSTM and the batch normalisation (``tf.nn.moments`` +
+``tf.nn.batch_normalization``, the scripts' ops: no single gradient kernel), whose backward
+is only reachable through the tape (so they are timed as forward and as forward+backward).
 """
 
 from __future__ import annotations
@@ -91,6 +92,21 @@ def build_tf(case, op, a, xla: bool = False):
                 return (tf.matmul(dy, w, transpose_b=True), tf.matmul(x, dy, transpose_a=True),
                         tf.reduce_sum(dy, axis=0))
             args = (c["x"], c["w"], c["dy"])
+    elif kind == "batchnorm":
+        axes = list(range(len(a["x"].shape) - 1))
+
+        def forward(x, offset):
+            mean, variance = tf.nn.moments(x, axes)
+            return tf.nn.batch_normalization(x, mean, variance, offset, None, 1e-5)
+        if op == "fwd":
+            fn, args = forward, (c["x"], c["offset"])
+        elif op == "fwd+bwd":
+            def fn(x, offset, dy):
+                with tf.GradientTape() as tape:
+                    tape.watch([x, offset])
+                    loss = tf.reduce_sum(forward(x, offset) * dy)
+                return tape.gradient(loss, [x, offset])
+            args = (c["x"], c["offset"], c["dy"])
     elif kind == "lstm":
         if op == "fwd":
             def fn(x, k, b):

@@ -91,8 +91,27 @@ class Layer:
         return f"{type(self).__name__}(name={self.name!r})"
 
 
-class Dense(Layer):
-    """y = x @ w + b.   x [N, In] -> y [N, Out];  w [In, Out], b [Out]."""
+class _Biased(Layer):
+    """A layer whose bias is optional: ``b_init=None`` leaves it out (before a batch
+    normalisation, whose offset replaces it). The op then adds a zero bias, which changes
+    no value, and the layer drops its gradient."""
+
+    b_init = None
+
+    def build(self, rng=None, dtype=np.float32):
+        super().build(rng, dtype)
+        self._zero_bias = None if self.b_init is not None else np.zeros(self.out_features, dtype)
+        return self
+
+    def _bias(self):
+        return self.params["b"] if self._zero_bias is None else self._zero_bias
+
+    def _grads(self, dw, db):
+        return {"w": dw, "b": db} if self._zero_bias is None else {"w": dw}
+
+
+class Dense(_Biased):
+    """y = x @ w + b.   x [N, In] -> y [N, Out];  w [In, Out], b [Out] (``b_init=None``: no b)."""
 
     def __init__(self, in_features: int, out_features: int, *, w_init=TruncatedNormal(0.1),
                  b_init=Constant(0.1), name: str | None = None, backend: str | None = None):
@@ -102,25 +121,24 @@ class Dense(Layer):
         self.expects = ("N", in_features)
 
     def param_specs(self):
-        return {"w": ((self.in_features, self.out_features), self.w_init),
-                "b": ((self.out_features,), self.b_init)}
+        specs = {"w": ((self.in_features, self.out_features), self.w_init)}
+        return specs | ({"b": ((self.out_features,), self.b_init)} if self.b_init is not None else {})
 
     def _forward(self, x, training):
-        return self.op("dense_forward")(x, self.params["w"], self.params["b"])
+        return self.op("dense_forward")(x, self.params["w"], self._bias())
 
     def _backward(self, dy, cache):
         dx, dw, db = self.op("dense_backward")(dy, cache)
-        return dx, {"w": dw, "b": db}
+        return dx, self._grads(dw, db)
 
     def _param_grads(self, dy, cache):
-        dw, db = self.op("dense_backward_params")(dy, cache)
-        return {"w": dw, "b": db}
+        return self._grads(*self.op("dense_backward_params")(dy, cache))
 
 
-class Conv2D(Layer):
+class Conv2D(_Biased):
     """2-D convolution (``tf.nn.conv2d``) plus bias.
 
-    x [N, H, W, C] -> y [N, Ho, Wo, F];  w [KH, KW, C, F] (HWIO), b [F].
+    x [N, H, W, C] -> y [N, Ho, Wo, F];  w [KH, KW, C, F] (HWIO), b [F] (``b_init=None``: no b).
     ``padding`` is ``"SAME"`` (TensorFlow's asymmetric rule: the odd pixel goes bottom/right)
     or ``"VALID"``.
     """
@@ -133,24 +151,75 @@ class Conv2D(Layer):
         if padding not in ("SAME", "VALID"):
             raise ValueError(f"{self.describe()}: padding must be 'SAME' or 'VALID', got {padding!r}")
         self.kernel_size, self.in_channels, self.out_channels = (kh, kw), in_channels, out_channels
+        self.out_features = out_channels
         self.stride, self.padding = stride, padding
         self.w_init, self.b_init = w_init, b_init
         self.expects = ("N", "H", "W", in_channels)
 
     def param_specs(self):
-        return {"w": ((*self.kernel_size, self.in_channels, self.out_channels), self.w_init),
-                "b": ((self.out_channels,), self.b_init)}
+        specs = {"w": ((*self.kernel_size, self.in_channels, self.out_channels), self.w_init)}
+        return specs | ({"b": ((self.out_channels,), self.b_init)} if self.b_init is not None else {})
 
     def _forward(self, x, training):
-        return self.op("conv2d_forward")(x, self.params["w"], self.params["b"], self.stride, self.padding)
+        return self.op("conv2d_forward")(x, self.params["w"], self._bias(), self.stride, self.padding)
 
     def _backward(self, dy, cache):
         dx, dw, db = self.op("conv2d_backward")(dy, cache)
-        return dx, {"w": dw, "b": db}
+        return dx, self._grads(dw, db)
 
     def _param_grads(self, dy, cache):
-        dw, db = self.op("conv2d_backward_params")(dy, cache)
-        return {"w": dw, "b": db}
+        return self._grads(*self.op("conv2d_backward_params")(dy, cache))
+
+
+class BatchNorm(Layer):
+    """Batch normalisation over the last axis (``tf.nn.moments`` + ``tf.nn.batch_normalization``).
+
+    x [N, F] (moments over N) or [N, H, W, F] (over N, H, W) -> y, same shape;
+    y = γ (x − μ) / sqrt(σ² + ε) + β, in TensorFlow's order of operations (``ops.batchnorm``).
+    Parameters ``offset`` β [F] (``offset_init``) and ``scale`` γ [F] (``scale_init``);
+    either initializer None leaves that parameter out. Training normalises with the
+    batch's mean and biased variance, kept in ``batch_mean`` / ``batch_variance``;
+    evaluation with ``moving_mean`` / ``moving_variance`` ([F], zeros at build). The
+    layer never updates those itself: the ``Trainer`` does, with decay ``decay``, as
+    ``tf.train.ExponentialMovingAverage(decay, iteration).apply([mean, variance])``.
+    """
+
+    def __init__(self, features: int, *, offset_init=Zeros(), scale_init=None, eps: float = 1e-5,
+                 decay: float = 0.999, name: str | None = None, backend: str | None = None):
+        super().__init__(name, backend)
+        self.features, self.offset_init, self.scale_init = features, offset_init, scale_init
+        self.eps, self.decay = eps, decay
+        self.batch_mean = self.batch_variance = None
+
+    def param_specs(self):
+        inits = {"offset": self.offset_init, "scale": self.scale_init}
+        return {k: ((self.features,), init) for k, init in inits.items() if init is not None}
+
+    def build(self, rng=None, dtype=np.float32):
+        super().build(rng, dtype)
+        self.moving_mean = np.zeros(self.features, dtype)
+        self.moving_variance = np.zeros(self.features, dtype)
+        return self
+
+    def _check_input(self, x):
+        if isinstance(x, np.ndarray) and (x.ndim not in (2, 4) or x.shape[-1] != self.features):
+            f = self.features
+            raise ShapeError(f"{self.describe()}: expected input of shape (N, {f}) or (N, H, W, {f}), "
+                             f"received {x.shape}")
+        super()._check_input(x)
+
+    def _forward(self, x, training):
+        if training:
+            self.batch_mean, self.batch_variance = self.op("moments")(x)
+            mean, var = self.batch_mean, self.batch_variance
+        else:
+            mean, var = self.moving_mean.astype(x.dtype, copy=False), self.moving_variance.astype(x.dtype, copy=False)
+        return self.op("batchnorm_forward")(x, mean, var, self.params.get("offset"), self.params.get("scale"),
+                                            self.eps, training)
+
+    def _backward(self, dy, cache):
+        dx, doffset, dscale = self.op("batchnorm_backward")(dy, cache)
+        return dx, {k: g for k, g in (("offset", doffset), ("scale", dscale)) if g is not None}
 
 
 class MaxPool2D(Layer):

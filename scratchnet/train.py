@@ -9,6 +9,13 @@ One training step (``Trainer.train_step``):
     grads  = backward(loss)                       (hand-written, layer by layer)
     optimizer.apply(params, grads); step += 1
     ema.apply(params, num_updates=step)           (after the update, as tfnet does)
+
+With BatchNorm layers, their moving averages follow the step, as Görner's scripts run
+``tf.train.ExponentialMovingAverage(decay, iteration).apply([mean, variance])`` on the
+batch-statistics tensors: shadows start at zero (TF1's rule for tensors), no debiasing,
+num_updates = the iteration fed with the step (the pre-increment step), decay in float32.
+The statistics come from the step's own forward pass (``bn_statistics="same_pass"``) or
+from a second forward pass over the same batch after the update, dropout off ("second_pass").
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from . import checkpoint
 from .data import BatchIterator
 from .errors import DivergenceError, TrainingInterrupted
 from .interrupts import deferred_signals
-from .layers import Dropout
+from .layers import BatchNorm, Dropout
 from .model import Sequential
 from .ops import LOSSES, l2_penalty
 from .optim import ExponentialMovingAverage, make_optimizer
@@ -50,6 +57,8 @@ class Trainer:
         if self.ema is not None:
             self.ema.apply(self.model.params, num_updates=0)  # shadows start at the initial weights
         self.optimizer.build(self.model.params)  # slots now, so state() is complete before a step
+        self.batchnorms = [l for l in self.model.layers if isinstance(l, BatchNorm)]
+        self.bn_averages = {l.name: self._statistics_average(l) for l in self.batchnorms}
         self.step = 0
 
     @property
@@ -81,10 +90,32 @@ class Trainer:
         """One update; returns ``(loss, logits)``."""
         loss, logits, grads = self.loss_and_grads(images, labels)
         self.optimizer.apply(self.model.params, grads)
+        if self.batchnorms:
+            self._update_batchnorm_averages(images)
         self.step += 1
         if self.ema is not None:
             self.ema.apply(self.model.params, num_updates=self.step)
         return loss, logits
+
+    @staticmethod
+    def _statistics_average(layer: BatchNorm) -> ExponentialMovingAverage:
+        """The moving average of a BatchNorm layer's batch statistics; its shadows are the
+        layer's ``moving_mean`` / ``moving_variance`` (zeros: TF1 starts a tensor's at zero)."""
+        average = ExponentialMovingAverage(layer.decay, decay_dtype="float32")
+        average.averages = {"mean": layer.moving_mean, "variance": layer.moving_variance}
+        return average
+
+    def _update_batchnorm_averages(self, images: np.ndarray) -> None:
+        if self.recipe.bn_statistics == "second_pass":  # the updated weights, dropout off
+            x = images.astype(self.dtype, copy=False)
+            last = max(k for k, l in enumerate(self.model.layers) if isinstance(l, BatchNorm))
+            for layer in self.model.layers[:last + 1]:
+                x = x if isinstance(layer, Dropout) else layer.forward(x, training=True)
+        elif self.recipe.bn_statistics != "same_pass":
+            raise ValueError(f"bn_statistics must be 'same_pass' or 'second_pass', got {self.recipe.bn_statistics!r}")
+        for layer in self.batchnorms:
+            self.bn_averages[layer.name].apply({"mean": layer.batch_mean, "variance": layer.batch_variance},
+                                               num_updates=self.step)
 
     def predict(self, images: np.ndarray, *, use_ema: bool = False) -> np.ndarray:
         """Class predictions [N], computed EVAL_BATCH images at a time."""
@@ -103,6 +134,9 @@ class Trainer:
         arrays.update({f"optimizer/{k}": v for k, v in self.optimizer.state().items()})
         if self.ema is not None:
             arrays.update(self.ema.state())  # keys "ema/<param>"
+        for layer in self.batchnorms:
+            arrays[f"bn/{layer.name}/mean"] = layer.moving_mean.copy()
+            arrays[f"bn/{layer.name}/variance"] = layer.moving_variance.copy()
         for layer in self.dropout_layers:
             arrays[f"rng/{layer.name}"] = generator_state(layer.rng)
         arrays["step"] = np.array(self.step, np.int64)
@@ -115,6 +149,9 @@ class Trainer:
         self.optimizer.load_state(group("optimizer/"))
         if self.ema is not None:
             self.ema.load_state(arrays)
+        for layer in self.batchnorms:  # in place: the averages' shadows are these arrays
+            layer.moving_mean[...] = arrays[f"bn/{layer.name}/mean"]
+            layer.moving_variance[...] = arrays[f"bn/{layer.name}/variance"]
         for layer in self.dropout_layers:
             set_generator_state(layer.rng, arrays[f"rng/{layer.name}"])
         self.step = int(arrays["step"])

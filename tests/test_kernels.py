@@ -15,6 +15,9 @@ own cache. Errors are measured relative to the scale of the reference result:
   against the exact result; we check that they agree to within it.
 
 Max-pool forward (values and argmax) and ReLU are exact: no arithmetic is reordered.
+Batch normalisation is tested at shapes of moderate M (rows per channel): its fast kernel
+sums in TensorFlow's order in the input dtype, the reference with NumPy's, and in float32
+both drift from the exact sum by ~sqrt(M)·u, so M = 1568 keeps the pair within 2e-5.
 """
 
 from __future__ import annotations
@@ -239,6 +242,30 @@ def test_lstm_saturated_gates():
 
 
 # --- layers through the backend switch --------------------------------------------------------------
+
+BATCHNORMS = [((8, 14, 14, 24), True, False), ((16, 200), True, True), ((5, 30), False, True),
+              ((1, 12), True, True), ((3, 4, 4, 6), False, False)]
+
+
+@pytest.mark.parametrize("shape,offset,scale", BATCHNORMS, ids=[str(b) for b in BATCHNORMS])
+@pytest.mark.parametrize("batch_statistics", [True, False], ids=["training", "evaluation"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batchnorm(shape, offset, scale, batch_statistics, dtype):
+    rng = np.random.default_rng(9)
+    x, dy = rand(rng, shape, dtype) * dtype(2) + dtype(1), rand(rng, shape, dtype)
+    beta = rand(rng, shape[-1:], dtype) if offset else None
+    gamma = rand(rng, shape[-1:], dtype) if scale else None
+    moving = rand(rng, shape[-1:], dtype), np.abs(rand(rng, shape[-1:], dtype))
+    stats = {}
+    for name, mod in (("ref", ref), ("fast", fast)):
+        mean, var = mod.moments(x) if batch_statistics else moving
+        y, cache = mod.batchnorm_forward(x, mean, var, beta, gamma, 1e-5, batch_statistics)
+        stats[name] = (mean, var, y, *mod.batchnorm_backward(dy, cache))
+    for what, a, b in zip(["mean", "variance", "y", "dx", "d offset", "d scale"], stats["fast"], stats["ref"]):
+        assert (a is None) == (b is None), what
+        if a is not None:
+            close(a, b, dtype, what)
+
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
 def test_model_through_backend(dtype):

@@ -5,9 +5,10 @@ dropout masks, shape and dtype errors."""
 import numpy as np
 import pytest
 
-from scratchnet import (LSTM, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Reshape, Sequential, ShapeError,
+from scratchnet import (LSTM, BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Reshape, Sequential, ShapeError,
                         Sigmoid, Softmax, Tanh, check_function, check_gradients, l2_penalty, softmax_cross_entropy)
-from scratchnet.ops import conv2d_forward, max_pool_backward, max_pool_forward, output_size
+from scratchnet.initializers import Constant
+from scratchnet.ops import batchnorm_backward, batchnorm_forward, conv2d_forward, max_pool_backward, max_pool_forward, moments, output_size
 
 RTOL = 1e-6
 
@@ -58,6 +59,68 @@ def test_layer_gradients(name, make, shape):
     x = np.random.default_rng(1).standard_normal(shape)
     report = check_gradients(layer, x)
     assert report.ok(RTOL), f"{name}\n{report.table(RTOL)}"
+
+
+BN = [  # (name, offset, scale, x shape, training)
+    ("dense offset+scale", True, True, (6, 4), True),
+    ("dense offset only", True, False, (5, 3), True),
+    ("dense scale only", False, True, (5, 3), True),
+    ("dense neither", False, False, (4, 3), True),
+    ("conv NHWC offset+scale", True, True, (2, 3, 3, 4), True),
+    ("conv batch 1 offset only", True, False, (1, 3, 3, 2), True),
+    ("dense evaluation (moving averages)", True, True, (4, 3), False),
+    ("conv evaluation (moving averages)", True, True, (2, 3, 3, 2), False),
+]
+
+
+@pytest.mark.parametrize("name,offset,scale,shape,training", BN, ids=[b[0] for b in BN])
+def test_batchnorm_gradients(name, offset, scale, shape, training):
+    """Through the batch statistics in training (every forward of the finite differences
+    recomputes them); through fixed moving averages in evaluation."""
+    layer = built(BatchNorm(shape[-1], offset_init=Constant(0.1) if offset else None,
+                            scale_init=Constant(1.0) if scale else None))
+    rng = np.random.default_rng(5)
+    layer.moving_mean[...] = rng.standard_normal(shape[-1])
+    layer.moving_variance[...] = rng.uniform(0.5, 2.0, shape[-1])
+    report = check_gradients(layer, rng.standard_normal(shape) * 2 + 1, training=training)
+    assert [t.name for t in report.tensors] == ["input"] + [k for k, on in (("offset", offset), ("scale", scale)) if on]
+    assert report.ok(RTOL), f"{name}\n{report.table(RTOL)}"
+
+
+def test_batchnorm_in_a_model_every_parameter():
+    """conv (no bias) → BN → ReLU → flatten → dense (no bias) → BN (scale) → dense: the
+    weights before a BN get their gradient through the batch statistics."""
+    model = Sequential([Conv2D(3, 1, 4, stride=2, b_init=None), BatchNorm(4, offset_init=Constant(0.1)), ReLU(),
+                        Flatten(), Dense(36, 5, b_init=None), BatchNorm(5, scale_init=Constant(1.0)), Dense(5, 3)],
+                       seed=0, dtype=np.float64)
+    rng = np.random.default_rng(7)
+    report = check_gradients(model, away_from_zero(rng, (4, 6, 6, 1)), training=True)
+    assert "conv2d_1/b" not in model.params and "dense_1/b" not in model.params
+    assert report.ok(RTOL), report.table(RTOL)
+
+
+def test_batchnorm_forward_and_compact_backward_formula():
+    """y = γ(x − μ)/sqrt(σ² + ε) + β with the biased variance; the staged backward equals
+    dx = (γ·rstd/M)(M·dy − Σdy − x̂·Σ(dy·x̂)); batch 1 has variance 0 and dx = 0."""
+    rng = np.random.default_rng(6)
+    x, dy = rng.standard_normal((2, 3, 3, 4)) * 3 + 2, rng.standard_normal((2, 3, 3, 4))
+    beta, gamma = rng.standard_normal(4), rng.standard_normal(4)
+    mean, var = moments(x)
+    np.testing.assert_allclose(var, x.reshape(-1, 4).var(axis=0), rtol=1e-13)
+    y, cache = batchnorm_forward(x, mean, var, beta, gamma, 1e-5)
+    rstd = 1 / np.sqrt(var + 1e-5)
+    xhat = (x - mean) * rstd
+    np.testing.assert_allclose(y, gamma * xhat + beta, rtol=1e-12, atol=1e-12)
+    dx, dbeta, dgamma = batchnorm_backward(dy, cache)
+    m = x.size // 4
+    compact = gamma * rstd / m * (m * dy - dy.sum((0, 1, 2)) - xhat * (dy * xhat).sum((0, 1, 2)))
+    np.testing.assert_allclose(dx, compact, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(dbeta, dy.sum((0, 1, 2)), rtol=1e-12)
+    np.testing.assert_allclose(dgamma, (dy * xhat).sum((0, 1, 2)), rtol=1e-12)
+    one = BatchNorm(4, scale_init=Constant(2.0)).build(dtype=np.float64)
+    out = one.forward(x[:1, 0, 0], training=True)
+    assert (one.batch_variance == 0).all() and (out == one.params["offset"]).all()
+    assert (one.backward(dy[:1, 0, 0]) == 0).all()
 
 
 POOLS = [
@@ -190,6 +253,8 @@ def test_wrong_shape_names_the_layer_and_both_shapes():
         conv.forward(np.zeros((2, 28, 28, 3), np.float32))
     with pytest.raises(ShapeError, match=r"lstm.*\(N, T, 28\).*\(4, 28\)"):
         Sequential([LSTM(28, 8, name="lstm")]).forward(np.zeros((4, 28), np.float32))
+    with pytest.raises(ShapeError, match=r"bn1.*\(N, 24\) or \(N, H, W, 24\).*\(2, 28, 28, 12\)"):
+        Sequential([BatchNorm(24, name="bn1")]).forward(np.zeros((2, 28, 28, 12), np.float32))
     with pytest.raises(TypeError, match=r"fc1.*float32.*float64"):
         model.forward(np.zeros((2, 28, 28, 1), np.float64))
 

@@ -40,7 +40,8 @@ def test_loss_falls_for_a_conv_recipe(mnist):
     assert last < 0.5 * first
 
 
-@pytest.mark.parametrize("recipe_name", ["mlp", "mlp5-dropout"])
+@pytest.mark.parametrize("recipe_name", ["mlp", "mlp5-dropout", "mlp5-bn",
+                                         pytest.param("conv-bn", marks=pytest.mark.slow)])
 def test_resume_gives_bit_identical_weights(mnist, tmp_path, recipe_name):
     recipe = get_recipe(recipe_name).with_overrides(steps=60, eval_every=25, batch_size=32)
     quiet = dict(progress=False, log=lambda *_: None)
@@ -56,6 +57,37 @@ def test_resume_gives_bit_identical_weights(mnist, tmp_path, recipe_name):
     assert a.keys() == b.keys()
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_batchnorm_averages_follow_tf1_rules_for_tensors(mnist):
+    """Shadows start at zero, decay min(d, (1+i)/(10+i)) with i the pre-increment step, no
+    debiasing; 4.1 averages the step's own statistics, 4.2 those of a second pass after the
+    update with dropout off."""
+    x, y = mnist.train.images[:32], mnist.train.labels[:32]
+    same = Trainer(get_recipe("mlp5-bn"), seed=1)
+    bn = same.model.layer("bn2")
+    assert (bn.moving_mean == 0).all() and same.state()["bn/bn2/variance"].shape == (100,)
+    same.train_step(x, y)
+    first = bn.batch_mean.copy(), bn.batch_variance.copy()  # the step's forward pass
+    np.testing.assert_allclose(bn.moving_mean, 0.9 * first[0], rtol=1e-6)
+    np.testing.assert_allclose(bn.moving_variance, 0.9 * first[1], rtol=1e-6)
+    same.train_step(x, y)
+    d = 2 / 11  # i = 1
+    np.testing.assert_allclose(bn.moving_mean, d * 0.9 * first[0] + (1 - d) * bn.batch_mean, rtol=1e-5)
+
+    second = Trainer(get_recipe("conv-bn"), seed=1)
+    bn = second.model.layer("bn3")
+    second.loss_and_grads(x, y)
+    before = bn.batch_mean.copy()  # statistics of the training pass (pre-update weights)
+    second = Trainer(get_recipe("conv-bn"), seed=1)
+    second.train_step(x, y)
+    bn = second.model.layer("bn3")
+    h = x.astype(np.float32)
+    for layer in second.model.layers[:second.model.layers.index(bn) + 1]:
+        h = layer.forward(h, training=True)  # the updated weights (no dropout before bn3)
+    np.testing.assert_allclose(bn.moving_mean, 0.9 * bn.batch_mean, rtol=1e-6)
+    assert not np.allclose(bn.moving_mean, 0.9 * before, rtol=1e-3)
+    assert second.step == 1
 
 
 def test_tracked_test_maximum_survives_a_resume(mnist, tmp_path):

@@ -9,8 +9,13 @@ shapes (values start at zero; ``tfnet.model.to_tf`` or ``twin.assign`` copies th
 =============  ==========================================================================
 scratchnet     TensorFlow twin
 =============  ==========================================================================
-Dense          ``tf.matmul(x, w) + b``
+Dense          ``tf.matmul(x, w) + b``  (no ``+ b`` when the layer has no bias)
 Conv2D         ``tf.nn.conv2d(x, w, strides=[1, s, s, 1], padding) + b``  (NHWC, HWIO)
+BatchNorm      ``tf.nn.batch_normalization(x, mean, variance, offset, scale, eps)`` (None for
+               a missing offset or scale) with, in training, ``mean, variance =
+               tf.nn.moments(x, all axes but the last)`` (kept in ``twin.statistics`` for the
+               moving averages) and, in evaluation, the ``tf.Variable``s in ``twin.moving``
+               (``"mean"``, ``"variance"``; ``TFTrainer`` puts its EMA shadows there)
 MaxPool2D      ``tf.nn.max_pool2d(x, [1, kh, kw, 1], [1, sh, sw, 1], padding)``
 ReLU …         ``tf.nn.relu``, ``tf.sigmoid``, ``tf.tanh``, ``tf.nn.softmax``
 Dropout        fed mask: ``tf.where(mask, x * tf.constant(1/keep, dtype), 0)`` (TF's own
@@ -50,6 +55,10 @@ class TwinLayer:
         self.generator = None         # Dropout: the tf.random.Generator of normal training
         if self.kind == "Dropout":
             self.generator = tf.random.Generator.from_seed(0)
+        self.moving, self.statistics = {}, None  # BatchNorm: evaluation / last training statistics
+        if self.kind == "BatchNorm":
+            self.moving = {k: tf.Variable(tf.zeros([layer.features], self.tf_dtype), name=f"{layer.name}/moving_{k}")
+                           for k in ("mean", "variance")}
 
     def __call__(self, x, training: bool = False, mask=None):
         return _FORWARD[self.kind](self, x, training, mask)
@@ -77,13 +86,26 @@ def twin_layer(layer, dtype=np.float32) -> TwinLayer:
 
 def _dense(t, x, training, mask):
     tf = import_tf()
-    return tf.matmul(x, t.variables["w"]) + t.variables["b"]
+    y = tf.matmul(x, t.variables["w"])
+    return y + t.variables["b"] if "b" in t.variables else y
 
 
 def _conv2d(t, x, training, mask):
     tf = import_tf()
     s = t.layer.stride
-    return tf.nn.conv2d(x, t.variables["w"], strides=[1, s, s, 1], padding=t.layer.padding) + t.variables["b"]
+    y = tf.nn.conv2d(x, t.variables["w"], strides=[1, s, s, 1], padding=t.layer.padding)
+    return y + t.variables["b"] if "b" in t.variables else y
+
+
+def _batchnorm(t, x, training, mask):
+    tf = import_tf()
+    if training:
+        mean, variance = tf.nn.moments(x, list(range(len(x.shape) - 1)))
+        t.statistics = (mean, variance)
+    else:
+        mean, variance = t.moving["mean"], t.moving["variance"]
+    return tf.nn.batch_normalization(x, mean, variance, t.variables.get("offset"), t.variables.get("scale"),
+                                     t.layer.eps)
 
 
 def _max_pool(t, x, training, mask):
@@ -144,7 +166,7 @@ def _lstm(t, x, training, mask):
 
 
 _FORWARD = {
-    "Dense": _dense, "Conv2D": _conv2d, "MaxPool2D": _max_pool,
+    "Dense": _dense, "Conv2D": _conv2d, "BatchNorm": _batchnorm, "MaxPool2D": _max_pool,
     "ReLU": _pointwise("relu"), "Sigmoid": _pointwise("sigmoid"), "Tanh": _pointwise("tanh"),
     "Softmax": _pointwise("softmax"), "Dropout": _dropout, "Reshape": _reshape, "Flatten": _reshape,
     "LSTM": _lstm,

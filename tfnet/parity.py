@@ -6,10 +6,13 @@ Sections (``scratchnet parity --sections ...``; library: ``run_<section>(dtype, 
                    input and weights (random, biases non-zero) into both engines; compare the
                    output y, the input gradient dx and every parameter gradient of
                    ``L = Σ y·r`` for a fixed random r (scratchnet: ``backward(r)``; TF:
-                   ``GradientTape``). Plus the kinks, on purpose: max-pool ties (TF sends the
+                   ``GradientTape``); BatchNorm with offset/scale on and off, in training
+                   (batch 1 and a constant channel: variance 0) and evaluation mode.
+                   Plus the kinks, on purpose: max-pool ties (TF sends the
                    gradient to the first maximum) and ReLU at exactly 0 (gradient 0).
 * ``models``       every recipe's model, one forward/backward of the recipe's loss (scale, L2)
-                   on MNIST images with fed dropout masks, layer by layer: the outputs in
+                   on MNIST images with fed dropout masks (BatchNorm recipes also once in
+                   evaluation mode, with random moving averages), layer by layer: the outputs in
                    forward order, then each layer's parameter and input gradients in
                    **backward order**, so the first failing row is the first divergent pass.
 * ``optim``        TF1 (``tf.compat.v1.train.*Optimizer``) and Keras 3 optimizers: 100 updates
@@ -164,13 +167,16 @@ class LayerCase:
     label: str
     make: Callable          # () -> an unbuilt scratchnet layer
     x_shape: tuple
-    inputs: str = "normal"  # "normal" | "away_from_zero" | "pool_ties" | "relu_zeros"
+    inputs: str = "normal"  # "normal" | "away_from_zero" | "pool_ties" | "relu_zeros" | "constant_channel"
     mask_keep: float | None = None
+    training: bool = True   # False: evaluation mode (BatchNorm: random moving averages in both)
 
 
 def layer_grid(full: bool = False) -> list[LayerCase]:
     """The layer cases: ``full=False`` is the quick grid (CI), ``True`` adds bigger shapes."""
-    from scratchnet.layers import LSTM, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Reshape, Sigmoid, Softmax, Tanh
+    from scratchnet.initializers import Constant, Zeros
+    from scratchnet.layers import (LSTM, BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Reshape, Sigmoid,
+                                   Softmax, Tanh)
 
     c = []
     # Dense
@@ -196,6 +202,27 @@ def layer_grid(full: bool = False) -> list[LayerCase]:
         label = f"conv {kk[0]}x{kk[1]} {xs[3]}->{f} s{s} {pad} on {xs[1]}x{xs[2]}" + (f" ({why})" if why else "")
         c.append(LayerCase(label, lambda k=k, ci=xs[3], f=f, s=s, pad=pad:
                            Conv2D(k, ci, f, stride=s, padding=pad, name="conv"), xs))
+    # BatchNorm: (x shape, offset, scale, inputs, training, why)
+    norms = [((8, 6), True, True, "normal", True, ""), ((8, 6), True, False, "normal", True, ""),
+             ((8, 6), False, True, "normal", True, ""), ((5, 4), False, False, "normal", True, ""),
+             ((2, 5, 5, 8), True, True, "normal", True, ""), ((3, 4, 4, 4), True, False, "normal", True, ""),
+             ((1, 8), True, True, "normal", True, "batch 1: variance 0"),
+             ((1, 3, 3, 4), True, False, "normal", True, "conv batch 1"),
+             ((4, 3, 3, 8), True, True, "constant_channel", True, "channel 0 constant: variance 0"),
+             ((6, 5), True, True, "constant_channel", True, "dense, feature 0 constant"),
+             ((8, 6), True, True, "normal", False, "evaluation: moving averages"),
+             ((2, 4, 4, 8), True, False, "normal", False, "evaluation: moving averages")]
+    if full:
+        norms += [((2, 28, 28, 24), True, False, "normal", True, "conv-bn bn1"),
+                  ((2, 14, 14, 48), True, False, "normal", True, "conv-bn bn2"),
+                  ((16, 200), True, True, "normal", True, "mlp5-bn-sigmoid bn1"),
+                  ((100, 200), True, False, "normal", True, "conv-bn bn4")]
+    for xs, off, sc, inputs, training, why in norms:
+        label = (f"batchnorm {'conv' if len(xs) == 4 else 'dense'} {xs} offset {'on' if off else 'off'}, "
+                 f"scale {'on' if sc else 'off'}" + (f" ({why})" if why else ""))
+        c.append(LayerCase(label, lambda f=xs[-1], off=off, sc=sc: BatchNorm(
+            f, offset_init=Zeros() if off else None, scale_init=Constant(1.0) if sc else None, name="bn"),
+            xs, inputs=inputs, training=training))
     # MaxPool2D: (x shape, window, stride, padding, why)
     pools = [((2, 7, 7, 3), 2, 2, "SAME", "7 -> 4, pad 0/1 with -inf"),
              ((2, 8, 8, 2), 3, 1, "VALID", "overlapping windows"),
@@ -249,6 +276,10 @@ def _layer_input(case: LayerCase, rng, dtype):
         x = rng.standard_normal(shape)
         x[rng.random(shape) < 0.4] = 0.0
         return x.astype(dtype)
+    if case.inputs == "constant_channel":  # the first feature constant over the batch: variance 0
+        x = rng.standard_normal(shape)
+        x[..., 0] = 1.5
+        return x.astype(dtype)
     return rng.standard_normal(shape).astype(dtype)
 
 
@@ -260,6 +291,22 @@ def randomize_params(params: dict, rng, bias_std: float = 0.5) -> None:
         else:
             fan_in = int(np.prod(v.shape[:-1]))
             v[...] = rng.normal(0.0, 1.0 / math.sqrt(max(fan_in, 1)), v.shape)
+
+
+def randomize_moving_averages(layers, rng) -> None:
+    """Random moving averages (variances positive) for the BatchNorm layers among ``layers``."""
+    for layer in layers:
+        if hasattr(layer, "moving_mean"):
+            layer.moving_mean[...] = rng.normal(0.0, 0.5, layer.moving_mean.shape)
+            layer.moving_variance[...] = rng.uniform(0.2, 2.0, layer.moving_variance.shape)
+
+
+def copy_moving_averages(layers, twins) -> None:
+    """scratchnet's BatchNorm moving averages into the twins' ``moving`` variables."""
+    for layer, twin in zip(layers, twins):
+        if twin.moving:
+            twin.moving["mean"].assign(layer.moving_mean)
+            twin.moving["variance"].assign(layer.moving_variance)
 
 
 def check_layer(case: LayerCase, dtype=np.float64, seed: int = 0) -> Case:
@@ -278,17 +325,20 @@ def check_layer(case: LayerCase, dtype=np.float64, seed: int = 0) -> Case:
     if case.mask_keep is not None:
         mask = rng.random(x.shape) >= 1 - case.mask_keep
         layer.mask_source = lambda shape: mask
-    y = layer.forward(x, training=True)
+    if not case.training and hasattr(layer, "moving_mean"):
+        randomize_moving_averages([layer], rng)
+    y = layer.forward(x, training=case.training)
     r = rng.standard_normal(y.shape).astype(dtype)
     dx = layer.backward(r)
     grads = {k: g.copy() for k, g in layer.grads.items()}
 
     twin = twin_layer(layer, dtype)
     twin.assign(layer.params)
+    copy_moving_averages([layer], [twin])
     xt = tf.constant(x)
     with tf.GradientTape() as tape:
         tape.watch(xt)
-        yt = twin(xt, training=True, mask=None if mask is None else tf.constant(mask))
+        yt = twin(xt, training=case.training, mask=None if mask is None else tf.constant(mask))
         loss = tf.reduce_sum(yt * tf.constant(r))
     names = list(twin.variables)
     tgrads = tape.gradient(loss, [xt] + [twin.variables[k] for k in names])
@@ -363,7 +413,7 @@ class MaskStream:
 # --- models: one forward/backward, walked layer by layer -----------------------------------------
 
 def check_model(recipe, dtype=np.float64, *, batch_size: int = 4, seed: int = 0, data=None,
-                conv: str = "direct") -> Case:
+                conv: str = "direct", training: bool = True) -> Case:
     """The recipe's model and loss, one forward/backward in both engines, compared layer by
     layer: outputs in forward order, then (backward order) each layer's parameter gradients
     and its input gradient. ``first_failure`` names the first divergent pass.
@@ -371,7 +421,10 @@ def check_model(recipe, dtype=np.float64, *, batch_size: int = 4, seed: int = 0,
     ``conv``: the fast backend's convolution algorithm during scratchnet's pass. "direct"
     by default: Winograd ("auto") rounds identical receptive fields differently, so max-pool
     ties on MNIST's blank background route their input gradients elsewhere than TF does
-    (docs/parity.md; ``tests/test_parity.py`` checks that nothing else changes)."""
+    (docs/parity.md; ``tests/test_parity.py`` checks that nothing else changes).
+
+    ``training=False``: evaluation mode (dropout off; BatchNorm normalises with moving
+    averages, set to random values in both engines)."""
     from scratchnet.kernels import conv_algorithm
     from scratchnet.model import Sequential
     from scratchnet.ops import LOSSES, l2_penalty
@@ -388,14 +441,15 @@ def check_model(recipe, dtype=np.float64, *, batch_size: int = 4, seed: int = 0,
     model = Sequential(recipe.layers(), seed=seed, dtype=dtype)
     for v in model.params.values():  # the recipe's init plus noise: no zero biases, no zero weights
         v += rng.normal(0.0, 0.05, v.shape).astype(dtype)
+    randomize_moving_averages(model.layers, rng)
     stream = MaskStream(seed + 1)
-    dropouts = [l for l in model.layers if type(l).__name__ == "Dropout"]
+    dropouts = [l for l in model.layers if type(l).__name__ == "Dropout"] if training else []
     stream.attach(dropouts)
 
     acts = [x]
     with conv_algorithm(conv):
         for layer in model.layers:
-            acts.append(layer.forward(acts[-1], training=True))
+            acts.append(layer.forward(acts[-1], training=training))
         masks = stream.take()
         loss, dlogits = LOSSES[recipe.loss](acts[-1], y)
         scale = dtype.type(recipe.loss_scale)
@@ -413,11 +467,12 @@ def check_model(recipe, dtype=np.float64, *, batch_size: int = 4, seed: int = 0,
                 param_grads[key] = g + l2_grads[key] if key in l2_grads else g.copy()
 
     twin = TFModel.from_sequential(model)
+    copy_moving_averages(model.layers, twin.layers)
     variables = twin.variables
     xt = tf.constant(x)
     with tf.GradientTape() as tape:
         tape.watch(xt)
-        outs = twin.forward_all(xt, training=True,
+        outs = twin.forward_all(xt, training=training,
                                 masks={k: tf.constant(v) for k, v in (masks or {}).items()})
         tloss = recipe_loss(recipe, outs[-1], tf.constant(y), variables)
     keys = list(variables)
@@ -425,8 +480,9 @@ def check_model(recipe, dtype=np.float64, *, batch_size: int = 4, seed: int = 0,
     t_in = dict(zip([l.name for l in model.layers], tgrads[:len(model.layers)]))
     t_params = dict(zip(keys, tgrads[len(model.layers):]))
 
+    mode = "" if training else ", evaluation mode: moving averages"
     case = _new_case("models", f"{recipe.name} (batch {batch_size}, {recipe.loss} ×{recipe.loss_scale:g}"
-                     f"{', L2' if recipe.l2_scale else ''}{', fed dropout masks' if dropouts else ''})", dtype,
+                     f"{', L2' if recipe.l2_scale else ''}{', fed dropout masks' if dropouts else ''}{mode})", dtype,
                      note="rows: outputs in forward order, loss, then gradients in backward order; "
                           f"scratchnet's convolution algorithm: {conv}")
     for layer, a, b in zip(model.layers, acts[1:], outs[1:]):
@@ -446,8 +502,12 @@ def run_models(dtype=np.float64, recipes=None, batch_size: int = 4, seed: int = 
     from scratchnet.recipes import RECIPES
 
     data = training_images(batch_size)
-    return [check_model(RECIPES[n], dtype, batch_size=batch_size, seed=seed, data=data)
-            for n in (recipes or list(RECIPES))]
+    cases = []
+    for n in (recipes or list(RECIPES)):
+        cases.append(check_model(RECIPES[n], dtype, batch_size=batch_size, seed=seed, data=data))
+        if any(type(l).__name__ == "BatchNorm" for l in RECIPES[n].layers()):  # and with the moving averages
+            cases.append(check_model(RECIPES[n], dtype, batch_size=batch_size, seed=seed, data=data, training=False))
+    return cases
 
 
 # --- optimizers ---------------------------------------------------------------------------------------

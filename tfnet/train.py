@@ -10,6 +10,16 @@ One step, compiled with ``tf.function``, exactly as the TF 1.x tutorials wrote i
     ema.apply(variables)                             # tf.train.ExponentialMovingAverage(decay,
                                                      #   num_updates=global_step), after the update
 
+With BatchNorm layers the step also maintains their moving averages as Görner's scripts
+do: ``tf.train.ExponentialMovingAverage(decay, iteration)`` over the batch statistics of
+``tf.nn.moments``, ``iteration`` = the pre-increment step (the scripts' fed ``iter``). The
+scripts apply it to the statistics *tensors*, which TF2 only accepts on variables, so
+each statistic is assigned to a zero-initialised ``tf.Variable`` and the EMA applied to
+that: the shadow starts at zero and is not debiased, exactly TF1's rule for a tensor.
+``bn_statistics="same_pass"`` (4.0/4.1, ``sess.run([train_step, update_ema])``) takes the
+step's own forward statistics; ``"second_pass"`` (4.2) a second forward pass after the
+update, dropout off (``sess.run(update_ema, {pkeep: 1.0})``).
+
 The learning rate is TensorFlow's own schedule read at the pre-increment ``global_step``:
 ``tf.compat.v1.train.exponential_decay`` or Görner's ``0.0001 + exponential_decay(0.003,
 step, 2000, 1/e)``. The initial weights are scratchnet's (``Sequential(recipe.layers(),
@@ -157,6 +167,16 @@ class TFTrainer:
         if recipe.ema_decay:
             self.ema = tf.train.ExponentialMovingAverage(recipe.ema_decay, num_updates=self.global_step)
             self.ema.apply(self._var_list)  # shadows start at the initial weights (a numerical no-op)
+        self.iteration = tf.Variable(0, dtype=tf.int64, trainable=False, name="iteration")
+        self.batchnorms = [l for l in self.model.layers if l.kind == "BatchNorm"]
+        self._bn_stats, self._bn_emas = {}, {}
+        for layer in self.batchnorms:
+            stats = [tf.Variable(tf.zeros([layer.layer.features], self._tf_dtype), trainable=False,
+                                 name=f"{layer.name}/batch_{k}") for k in ("mean", "variance")]
+            ema = tf.compat.v1.train.ExponentialMovingAverage(layer.layer.decay, num_updates=self.iteration)
+            ema.apply(stats)  # shadows = the zero initial values (the update is a numerical no-op)
+            layer.moving = {"mean": ema.average(stats[0]), "variance": ema.average(stats[1])}
+            self._bn_stats[layer.name], self._bn_emas[layer.name] = stats, ema
         self._step_fn = tf.function(self._step, autograph=False)
         self._grads_fn = tf.function(self._loss_and_grads, autograph=False)
         self._forward_fn = tf.function(lambda x: self.model(x, training=False), autograph=False)
@@ -189,9 +209,25 @@ class TFTrainer:
             loss, logits = self._loss(x, y, masks)
         return loss, logits, tape.gradient(loss, self._var_list)
 
+    def _update_batchnorm_averages(self, x):
+        if self.recipe.bn_statistics == "second_pass":  # the updated weights, dropout off
+            last = max(k for k, l in enumerate(self.model.layers) if l.kind == "BatchNorm")
+            for layer in self.model.layers[:last + 1]:
+                x = x if layer.kind == "Dropout" else layer(x, training=True)
+        for layer in self.batchnorms:
+            stats = self._bn_stats[layer.name]
+            for var, value in zip(stats, layer.statistics):
+                var.assign(value)
+            self._bn_emas[layer.name].apply(stats)
+
     def _step(self, x, y, masks):
+        self.iteration.assign(self.global_step)
         loss, logits, grads = self._loss_and_grads(x, y, masks)
+        if self.batchnorms and self.recipe.bn_statistics == "same_pass":
+            self._update_batchnorm_averages(x)
         self.optimizer.apply_gradients(zip(grads, self._var_list), global_step=self.global_step)
+        if self.batchnorms and self.recipe.bn_statistics == "second_pass":
+            self._update_batchnorm_averages(x)
         if self.ema is not None:
             self.ema.apply(self._var_list)  # after the update, num_updates = the new global_step
         return loss, logits
@@ -270,13 +306,15 @@ class TFTrainer:
     def state(self) -> dict[str, np.ndarray]:
         """Parameters, optimizer slots, moving averages, step and dropout generators, under
         the keys scratchnet's ``Trainer.state()`` uses (``params/…``, ``optimizer/adam/m/…``,
-        ``ema/…``, ``step``, ``rng/<dropout layer>``: here a ``tf.random.Generator`` state)."""
+        ``ema/…``, ``bn/<layer>/mean|variance``, ``step``, ``rng/<dropout layer>``: here a ``tf.random.Generator`` state)."""
         name = self._opt_name()
         arrays = {f"params/{k}": v.numpy() for k, v in self._variables.items()}
         arrays["optimizer/iterations"] = np.array(self.step, np.int64)
         arrays.update({f"optimizer/{name}/{k}": v.numpy() for k, v in self._non_slots().items()})
         arrays.update({f"optimizer/{name}/{slot}/{k}": v.numpy() for (slot, k), v in self._slots().items()})
         arrays.update({f"ema/{k}": v for k, v in self.averages().items()})
+        for layer in self.batchnorms:
+            arrays.update({f"bn/{layer.name}/{k}": v.numpy() for k, v in layer.moving.items()})
         for layer in self.dropout_layers:
             arrays[f"rng/{layer.name}"] = layer.generator.state.numpy()
         arrays["step"] = np.array(self.step, np.int64)
@@ -292,6 +330,9 @@ class TFTrainer:
         if self.ema is not None:
             for k, v in self._variables.items():
                 self.ema.average(v).assign(np.asarray(arrays[f"ema/{k}"], self._dtype))
+        for layer in self.batchnorms:
+            for k, v in layer.moving.items():
+                v.assign(np.asarray(arrays[f"bn/{layer.name}/{k}"], self._dtype))
         for layer in self.dropout_layers:
             state = np.asarray(arrays[f"rng/{layer.name}"])
             if state.shape != RNG_STATE_SPEC[0]:

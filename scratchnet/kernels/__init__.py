@@ -16,6 +16,8 @@ dense_*                   BLAS with transpose flags, bias added in place; big-we
 lstm_*                    hoisted input GEMM, one 4-gate GEMM per step, fused pointwise,
                           post-loop weight-gradient GEMMs
 relu_*                    one-pass Numba, split over the worker threads
+moments, batchnorm_*      per-channel row sweeps (Numba, float64 accumulators, split over the
+                          workers); the backward's compact formula in one reduction + one write
 softmax_cross_entropy     one pass per row (Numba)
 optim.adam/ema/sgd_update fused one-pass optimizer updates, bit-equal to the NumPy lines
                           (used by ``scratchnet.optim`` when this backend is active)
@@ -31,6 +33,7 @@ from ..ops import (dropout_backward, dropout_forward, l2_loss, l2_penalty, log_s
                    softmax_backward, softmax_forward, tanh_backward, tanh_forward)
 from ._runtime import CACHE_DIR, NUM_THREADS  # noqa: F401
 from .activations import relu_backward, relu_forward  # noqa: F401
+from .batchnorm import batchnorm_backward, batchnorm_forward, moments  # noqa: F401
 from .conv import conv2d_backward, conv2d_backward_params, conv2d_forward, conv_algorithm  # noqa: F401
 from .dense import dense_backward, dense_backward_params, dense_forward  # noqa: F401
 from .losses import softmax_cross_entropy  # noqa: F401
@@ -39,4 +42,5 @@ from .pool import max_pool_backward, max_pool_forward  # noqa: F401
 
 FAST = ("conv2d_forward", "conv2d_backward", "conv2d_backward_params", "dense_backward_params", "max_pool_forward", "max_pool_backward",
         "dense_forward", "dense_backward", "lstm_forward", "lstm_backward",
-        "relu_forward", "relu_backward", "softmax_cross_entropy")
+        "relu_forward", "relu_backward", "softmax_cross_entropy",
+        "moments", "batchnorm_forward", "batchnorm_backward")

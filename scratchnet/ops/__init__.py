@@ -7,6 +7,7 @@ the gradients, CS231n-style. These are the versions to read; the fast kernels in
 
 from .activations import (relu_backward, relu_forward, sigmoid, sigmoid_backward, sigmoid_forward,
                           softmax, softmax_backward, softmax_forward, tanh_backward, tanh_forward)
+from .batchnorm import batchnorm_backward, batchnorm_forward, moments
 from .conv import conv2d_backward, conv2d_backward_params, conv2d_forward
 from .dense import dense_backward, dense_backward_params, dense_forward
 from .dropout import dropout_backward, dropout_forward
