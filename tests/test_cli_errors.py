@@ -160,16 +160,22 @@ def zip_bomb(path: Path, declared: int) -> Path:
 
 
 def test_a_zip_bomb_is_refused_with_flat_memory(tmp_path):
+    """Peak memory of refusing a 2 GB bomb, beyond that of refusing an 8 MB one first (which
+    pays for the imports and the model the refusal builds)."""
+    small = zip_bomb(tmp_path / "small.npz", 8 << 20)
     bomb = zip_bomb(tmp_path / "bomb.npz", 2 << 30)
     assert bomb.stat().st_size < 20 << 20
     probe = ("import resource, sys; from scratchnet.cli import main\n"
+             "main(['eval', sys.argv[1]])\n"
              "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-             "status = main(['eval', sys.argv[1]])\n"
+             "status = main(['eval', sys.argv[2]])\n"
              "grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before\n"
              "print(status, grown, file=sys.stderr)")
-    result = subprocess.run([sys.executable, "-c", probe, str(bomb)], capture_output=True, text=True, env=ENV)
+    result = subprocess.run([sys.executable, "-c", probe, str(small), str(bomb)], capture_output=True, text=True,
+                            env=ENV)
     lines = result.stderr.splitlines()
-    assert "bomb.npz: declares 2,147,483,776 bytes of arrays; this model needs at most" in lines[0], lines
+    assert "small.npz: declares 8,388,736 bytes of arrays; this model needs at most" in lines[0], lines
+    assert "bomb.npz: declares 2,147,483,776 bytes of arrays; this model needs at most" in lines[1], lines
     status, grown_kb = map(int, lines[-1].split())
     assert status == 1 and grown_kb < 100 * 1024, f"peak memory grew by {grown_kb} KB"
 
