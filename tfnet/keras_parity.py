@@ -194,7 +194,10 @@ def check_keras(model, x, dtype=np.float64, *, seed: int = 0, name: str | None =
 
 def run(args) -> int:
     """``scratchnet parity --keras MODEL``: print the tables and the summary; 0 if all passed."""
+    from .keras import import_groups
+
     model = load_model(args.keras)
+    import_groups(model)  # an unsupported layer is refused before anything runs
     x = model_input(model, args.input, args.batch_size or 4)
     dtypes = ["float64", "float32"] if args.dtype == "both" else [args.dtype]
     print(f"{args.keras} ({model.name}: {', '.join(type(l).__name__ for l in model.layers)}) against its "
