@@ -41,6 +41,8 @@ from typing import Callable
 
 import numpy as np
 
+from .op_parity import assert_op  # noqa: F401  (tfnet.parity.assert_op: the one-line op test)
+
 SECTIONS = ("layers", "models", "optim", "schedules", "ema", "trajectories")
 
 # section -> dtype -> tolerance of the criterion ("rel" in float64, "scaled" in float32)
