@@ -131,6 +131,8 @@ def validate(args) -> None:
         if args.input is not None and args.keras is None:
             raise UsageError("--input goes with --keras MODEL")
         if args.keras is not None:
+            if args.recipes or args.full:
+                raise UsageError(f"--{'recipes' if args.recipes else 'full'} does not apply to --keras MODEL")
             if Path(args.keras).suffix not in (".keras", ".h5"):
                 raise UsageError(f"--keras {args.keras}: a .keras or .h5 file, please")
             for option, path in (("--keras", args.keras), ("--input", args.input)):

@@ -121,7 +121,8 @@ def test_cli_input_and_errors(tmp_path, capsys):
             (["--keras", "bn.keras"], 1, "Keras layer 'bn' (BatchNormalization): no scratchnet equivalent"),
             (["--keras", "x.npy"], 2, "a .keras or .h5 file"),
             (["--keras", "none.keras"], 2, "none.keras: no such file"),
-            (["--input", "x.npy"], 2, "--input goes with --keras")]:
+            (["--input", "x.npy"], 2, "--input goes with --keras"),
+            (["--keras", "mlp.keras", "--recipes", "mlp"], 2, "--recipes does not apply to --keras MODEL")]:
         args = [tmp_path / a if a.endswith((".keras", ".npy")) else a for a in args]
         got, _, err = cli(capsys, "parity", *args)
         lines = [l for l in err.splitlines() if l.startswith("scratchnet: error: ")]
@@ -190,6 +191,8 @@ UNSUPPORTED = [
     (layers.LSTM(3, go_backwards=True, name="l"), (4, 2), "'l' (LSTM): go_backwards=True"),
     (layers.LSTM(3, recurrent_dropout=0.1, name="l"), (4, 2), "'l' (LSTM): recurrent_dropout=0.1"),
     (layers.GRU(3, name="g"), (4, 2), "'g' (GRU): no scratchnet equivalent"),
+    (layers.Dense(4, dtype="mixed_float16", name="d"), (5,), "'d' (Dense): the dtype policy 'mixed_float16'"),
+    (layers.Dense(4, trainable=False, name="d"), (5,), "'d' (Dense): trainable=False"),
 ]
 
 

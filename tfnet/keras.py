@@ -21,7 +21,8 @@ LSTM                ``LSTM(forget_bias=0)``: Keras' kernel [D, 4H] and recurrent
 
 Anything else -- another layer type, dilation, groups, strides that differ per axis,
 ``use_bias=False``, channels_first, an activation scratchnet lacks, regularizers and
-constraints, LSTM options other than tanh/sigmoid without state or dropout -- raises
+constraints, a mixed-precision dtype policy, a frozen layer (``trainable=False``), LSTM
+options other than tanh/sigmoid without state or dropout -- raises
 ``KerasImportError`` naming the layer and the option; nothing is approximated.
 The model must be a ``keras.Sequential`` or a functional chain (one input, one output,
 each layer fed by the one before), built (its weights exist).
@@ -85,6 +86,11 @@ def import_layer(layer) -> list:
         _refuse(layer, f"data_format={cfg['data_format']!r}")
     if kind == "InputLayer":
         return []
+    policy = layer.dtype_policy
+    if policy.compute_dtype not in ("float32", "float64") or policy.compute_dtype != policy.variable_dtype:
+        _refuse(layer, f"the dtype policy {policy.name!r} (scratchnet computes in its weights' float32 or float64)")
+    if layer.weights and not layer.trainable:
+        _refuse(layer, "trainable=False (scratchnet trains every parameter)")
     if kind in ("Dense", "Conv2D", "LSTM") and not layer.built:
         _refuse(layer, "an unbuilt layer (build the model or load it with its weights)")
     if kind in ("Dense", "Conv2D", "LSTM"):
