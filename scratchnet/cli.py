@@ -128,6 +128,16 @@ def validate(args) -> None:
         unknown = [r for r in args.recipes or () if r not in RECIPES]
         if unknown:
             raise UsageError(f"--recipes: unknown recipe {unknown[0]!r}; choose from {', '.join(RECIPES)}")
+        if args.input is not None and args.keras is None:
+            raise UsageError("--input goes with --keras MODEL")
+        if args.keras is not None:
+            if args.recipes or args.full:
+                raise UsageError(f"--{'recipes' if args.recipes else 'full'} does not apply to --keras MODEL")
+            if Path(args.keras).suffix not in (".keras", ".h5"):
+                raise UsageError(f"--keras {args.keras}: a .keras or .h5 file, please")
+            for option, path in (("--keras", args.keras), ("--input", args.input)):
+                if path is not None and not Path(path).is_file():
+                    raise UsageError(f"{option} {path}: no such file")
 
 
 def _command(args):

@@ -14,6 +14,10 @@ stay fast; the ``scratchnet`` CLI imports ``tfnet.parity`` to build its parser):
 * ``tfnet.train``   -- ``TFTrainer``: a recipe trained with TensorFlow's own optimizers,
   schedules, moving average and ``tf.nn.l2_loss``, with scratchnet's ``Trainer`` interface.
 * ``tfnet.parity``  -- the parity harness (library API and ``scratchnet parity``).
+* ``tfnet.keras``   -- ``from_keras(model) -> Sequential``, ``to_keras(sequential) -> keras.Model``.
+* ``tfnet.keras_parity`` -- ``scratchnet parity --keras MODEL``: a Keras model against its import.
+* ``tfnet.op_parity`` -- ``assert_op``: a NumPy op against a TF function in one line
+  (re-exported as ``tfnet.parity.assert_op``).
 """
 
-__all__ = ["layers", "model", "train", "parity"]
+__all__ = ["layers", "model", "train", "parity", "keras", "keras_parity", "op_parity"]

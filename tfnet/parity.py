@@ -44,6 +44,8 @@ from typing import Callable
 
 import numpy as np
 
+from .op_parity import assert_op  # noqa: F401  (tfnet.parity.assert_op: the one-line op test)
+
 SECTIONS = ("layers", "models", "optim", "schedules", "ema", "trajectories")
 
 # section -> dtype -> tolerance of the criterion ("rel" in float64, "scaled" in float32)
@@ -840,6 +842,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recipes", nargs="+", metavar="RECIPE", help="only these recipes (models, trajectories)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--quiet", action="store_true", help="print only failing tables and the summary")
+    parser.add_argument("--keras", metavar="MODEL", help="instead of the sections: this Keras model (.keras, .h5) "
+                        "against its scratchnet import (tfnet.keras_parity)")
+    parser.add_argument("--input", metavar="X.npy", help="with --keras: this batch instead of MNIST images")
 
 
 def run_sections(dtype, sections, *, full=False, steps=100, batch_size=16, recipes=None, seed=1,
@@ -886,6 +891,9 @@ def summary(cases: list[Case]) -> str:
 
 def run(args) -> int:
     """``scratchnet parity``: run, print the tables and the summary; 0 if everything passed."""
+    if args.keras:
+        from .keras_parity import run as run_keras
+        return run_keras(args)
     dtypes = ["float64", "float32"] if args.dtype == "both" else [args.dtype]
     from scratchnet import backend
     print(f"scratchnet ({backend.get_backend()} backend) vs TensorFlow (oracle).\n"
