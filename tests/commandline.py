@@ -10,7 +10,7 @@ COMMAND = [str(BIN)] if BIN.exists() else [sys.executable, "-m", "scratchnet.cli
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
-def scratchnet(*args, cwd=None, timeout=300):
+def scratchnet(*args, cwd=None, timeout=900):
     return subprocess.run(COMMAND + [str(a) for a in args], capture_output=True, text=True, env=ENV,
                           cwd=cwd, timeout=timeout)
 

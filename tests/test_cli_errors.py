@@ -196,7 +196,7 @@ def test_a_signal_at_a_random_step_checkpoints_and_the_resume_is_bit_exact(tmp_p
     assert proc.stdout.readline().startswith(f"training {recipe} [{engine}, float32] from step 0 to 1500")
     time.sleep(random.uniform(0.2, 1.5))
     proc.send_signal(signum)
-    stdout, stderr = proc.communicate(timeout=300)
+    stdout, stderr = proc.communicate(timeout=900)
     assert proc.returncode == 128 + signum, stderr
     last = stderr.strip().splitlines()[-1]
     assert last.startswith(f"scratchnet: interrupted by {signal.Signals(signum).name} at step "), stderr
@@ -206,7 +206,7 @@ def test_a_signal_at_a_random_step_checkpoints_and_the_resume_is_bit_exact(tmp_p
     resume = last.split("Resume with: ")[1].split()
     assert resume[:2] == ["scratchnet", "train"] and resume[3:5] == ["--resume", str(out)]
 
-    resumed = subprocess.run(COMMAND + resume[1:], capture_output=True, text=True, env=ENV, timeout=300)
+    resumed = subprocess.run(COMMAND + resume[1:], capture_output=True, text=True, env=ENV, timeout=900)
     assert resumed.returncode == 0, resumed.stderr
     straight = scratchnet("train", recipe, "--out", tmp_path / "straight", *options)
     assert straight.returncode == 0, straight.stderr
