@@ -64,8 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="train on through a non-finite loss or parameter (default: stop there)")
     train.add_argument("--dashboard", action="store_true",
                        help="log Görner's dashboard and keep RUN/dashboard.png current while training")
-    train.add_argument("--dashboard-every", type=int, nargs=2, metavar=("TRAIN", "TEST"), default=(20, 100),
-                       help="steps between the dashboard's training points and its test passes (default 20 100)")
+    train.add_argument("--log-every", type=int, nargs=2, metavar=("TRAIN", "TEST"), default=(20, 100),
+                       help="steps between the training points (loss, accuracy, percentiles) and between the test "
+                            "passes (1,000 images, weight histograms) of --dashboard and --tensorboard (default 20 100)")
     train.add_argument("--tensorboard", type=Path, metavar="DIR",
                        help="also write TensorBoard logs (scalars, weight histograms) into DIR")
 
@@ -119,8 +120,8 @@ def validate(args) -> None:
         if args.resume is not None and not (args.resume.is_file() or (args.resume / "checkpoint.npz").is_file()):
             raise UsageError(f"--resume {args.resume}: no checkpoint there (a checkpoint.npz or a run folder)")
     if args.command == "train":
-        for option, value in zip(("TRAIN", "TEST"), args.dashboard_every):
-            _in_range(f"--dashboard-every {option}", value, 1)
+        for option, value in zip(("TRAIN", "TEST"), args.log_every):
+            _in_range(f"--log-every {option}", value, 1)
         if args.tensorboard is not None and args.tensorboard.exists() and not args.tensorboard.is_dir():
             raise UsageError(f"--tensorboard {args.tensorboard}: a file, not a folder")
     if args.command == "dashboard":

@@ -3,8 +3,9 @@
 given; ``tensorboard --logdir DIR`` reads them.
 
 Written: ``train/loss`` (the recipe's loss), ``train/accuracy`` (the batch) and
-``learning_rate`` every ``scalar_every`` steps; a histogram of every parameter
-(``weights/<layer>/<param>``) every ``histogram_every`` steps; ``<split>/accuracy`` at each
+``learning_rate`` every ``scalar_every`` steps (``--log-every``'s TRAIN, default 20); a
+histogram of every parameter (``weights/<layer>/<param>``) every ``histogram_every`` steps
+(its TEST, default 100); ``<split>/accuracy`` at each
 evaluation of the run (validation, test-tracked, test).
 """
 

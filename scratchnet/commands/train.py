@@ -69,8 +69,8 @@ def resume_command(args, out: Path) -> str:
         words += ["--steps", str(args.steps)]
     words += [flag for flag, on in (("--no-progress", args.no_progress), ("--no-nan-check", args.no_nan_check),
                                     ("--dashboard", args.dashboard)) if on]
-    if args.dashboard and tuple(args.dashboard_every) != (20, 100):
-        words += ["--dashboard-every", *map(str, args.dashboard_every)]
+    if tuple(args.log_every) != (20, 100):
+        words += ["--log-every", *map(str, args.log_every)]
     if args.tensorboard is not None:
         words += ["--tensorboard", str(args.tensorboard)]
     return shlex.join(words)
@@ -81,10 +81,10 @@ def observers(args) -> list:
     watching = []
     if args.dashboard:
         from ..dashboard import DashboardLogger, LiveRenderer
-        watching += [DashboardLogger(*args.dashboard_every), LiveRenderer()]
+        watching += [DashboardLogger(*args.log_every), LiveRenderer()]
     if args.tensorboard is not None:
         from ..tensorboard import TensorBoardWriter
-        watching.append(TensorBoardWriter(args.tensorboard))
+        watching.append(TensorBoardWriter(args.tensorboard, *args.log_every))
     return watching
 
 

@@ -29,7 +29,7 @@ FIGSIZE, DPI = (19.2, 10.8), 80     # 1536 × 864 pixels
 IMAGE = "dashboard.png"
 RED = np.array([1.0, 0.72, 0.72])   # the background of a misrecognised digit
 TRUE_INK, PRED_INK = np.zeros(3), np.array([0.1, 0.2, 0.9])
-MIN_INTERVAL, MAX_SHARE = 3.0, 0.03  # seconds between renders; at most 3 % of one core
+MIN_INTERVAL, MAX_SHARE = 2.0, 0.05  # seconds between renders; at most 5 % of one core
 
 
 @lru_cache(maxsize=1)
@@ -141,7 +141,7 @@ def draw(log: DashboardLog, fig, upto: int | None = None) -> None:
         wrong = int((labels != preds).sum())
         ax.imshow(digit_grid(images, labels, preds, columns), interpolation="nearest")
         ax.set_title(f"{name}: {wrong} of {len(labels)} misrecognised (red; true / predicted)")
-    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    fig.subplots_adjust(left=0.035, right=0.99, bottom=0.04, top=0.9, wspace=0.15, hspace=0.2)  # fixed: cheap
 
 
 def figure():
@@ -152,12 +152,17 @@ def figure():
 def render(run_dir: Path, out: Path | None = None, log: DashboardLog | None = None) -> Path:
     """Draw ``run_dir``'s dashboard (its ``log``, read if not given) into ``out`` (default
     ``RUN/dashboard.png``), replacing it atomically: a reader sees the old image or the new one."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from PIL import Image
+
     run_dir = Path(run_dir)
     out = Path(out) if out is not None else run_dir / IMAGE
     fig = figure()
+    canvas = FigureCanvasAgg(fig)
     draw(log or read_log(run_dir), fig)
+    canvas.draw()
     tmp = out.with_name(f".{out.stem}.tmp.png")
-    fig.savefig(tmp, dpi=DPI)
+    Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3]).save(tmp, compress_level=1)  # drawn once, quick zlib
     os.replace(tmp, out)
     return out
 
@@ -172,26 +177,28 @@ def alive(pid: int) -> bool:
     return True
 
 
-def watch(run_dir: Path, parent: int) -> None:
+def watch(run_dir: Path, parent: int) -> int:
     """Redraw ``run_dir``'s dashboard whenever its log grew, waiting after each render at least
-    ``MIN_INTERVAL`` s and ``1/MAX_SHARE`` times the render's own time; stop after the render
-    that shows the end record, or when process ``parent`` is gone."""
+    ``MIN_INTERVAL`` s and ``1/MAX_SHARE`` times the render's own CPU time; stop after the
+    render that shows the end record, or when process ``parent`` is gone. Returns the number
+    of renders."""
     log_path = Path(run_dir) / FOLDER / "log.jsonl"
-    seen = None
+    seen, renders = None, 0
     while True:
         size = log_path.stat().st_size if log_path.exists() else None
         if size is not None and size != seen:
             seen, began = size, time.process_time()
             log = read_log(run_dir)
             render(run_dir, log=log)
+            renders += 1
             if log.end is not None:
-                return
+                return renders
             rest = time.time() + max(MIN_INTERVAL, (time.process_time() - began) / MAX_SHARE)
             while time.time() < rest and not ended(log_path):  # the final image comes at once
                 time.sleep(0.5)
             continue
         if not alive(parent):
-            return
+            return renders
         time.sleep(0.5)
 
 
@@ -238,7 +245,8 @@ def main(argv=None) -> None:
     if args.watch is None:
         print(render(args.run_dir))
     else:
-        watch(args.run_dir, args.watch)
+        renders = watch(args.run_dir, args.watch)
+        print(f"{renders} renders, {time.process_time():.1f} s CPU in the renderer process")
 
 
 if __name__ == "__main__":
