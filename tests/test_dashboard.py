@@ -24,11 +24,10 @@ STEPS, EVERY = 60, (5, 20)
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    """mlp5 for 60 steps with the dashboard (a training point every 5 steps, a test pass every
-    20) and TensorBoard logs."""
+    """mlp5 for 60 steps with the dashboard (a training point every 5 steps, a test pass every 20)."""
     out = tmp_path_factory.mktemp("dash") / "run"
     result = scratchnet("train", "mlp5", "--steps", STEPS, "--no-progress", "--dashboard",
-                        "--log-every", *EVERY, "--tensorboard", out / "tb", "--out", out)
+                        "--log-every", *EVERY, "--out", out)
     assert result.returncode == 0, result.stderr
     return out
 
@@ -66,6 +65,20 @@ def test_log_format(run_dir):
 
 def test_percentiles_bound_equal_count_buckets():
     assert percentiles(np.arange(701.0)[::-1].reshape(701, 1)) == pytest.approx(range(0, 701, 100))
+
+
+def test_percentiles_of_a_large_series_come_from_a_fixed_sample():
+    from scratchnet.dashboard.log import SAMPLE
+
+    values = np.random.default_rng(1).normal(size=4 * SAMPLE).astype(np.float32)
+    logger = DashboardLogger()
+    sample = logger.sample("weights", values.size)
+    assert len(sample) == SAMPLE and sample is logger.sample("weights", values.size)
+    assert logger.sample("biases", 10) is None
+    q, exact = percentiles(values, sample), percentiles(values)
+    assert (q[0], q[-1]) == (exact[0], exact[-1])
+    ranks = np.searchsorted(np.sort(values), q[1:-1]) / values.size
+    np.testing.assert_allclose(ranks, np.arange(1, BUCKETS) / BUCKETS, atol=0.01)
 
 
 def test_a_resume_drops_the_lines_past_its_checkpoint(tmp_path):
@@ -243,11 +256,16 @@ def test_plot_overlays_two_runs(run_dir, tmp_path):
     assert lr[0] == pytest.approx(3e-3 + 1e-4) and lr[-1] < lr[0]  # Görner's decay
 
 
-def test_tensorboard_events_hold_scalars_and_histograms(run_dir):
+@pytest.mark.slow  # imports TensorFlow twice
+@pytest.mark.parametrize("engine", ["scratchnet", "tf"])
+def test_tensorboard_events_hold_scalars_and_histograms(tmp_path, engine):
     import tensorflow as tf
 
+    result = scratchnet("train", "mlp5", "--steps", STEPS, "--no-progress", "--engine", engine,
+                        "--log-every", *EVERY, "--tensorboard", tmp_path / "tb", "--out", tmp_path / "run")
+    assert result.returncode == 0, result.stderr
     tags = {}
-    for path in (run_dir / "tb").glob("events.out.tfevents.*"):
+    for path in (tmp_path / "tb").glob("events.out.tfevents.*"):
         for event in tf.compat.v1.train.summary_iterator(str(path)):
             for value in event.summary.value:
                 tags.setdefault(value.tag, []).append(event.step)
@@ -301,3 +319,24 @@ def test_bad_dashboard_options_are_one_line(run_dir, tmp_path):
     (tmp_path / "bad" / "dashboard").mkdir(parents=True)
     (tmp_path / "bad" / "dashboard" / "log.jsonl").write_text('{"kind": "train"}\n')
     assert_fails(scratchnet("dashboard", tmp_path / "bad"), 1, "log.jsonl: not a dashboard log")
+
+
+def test_a_trainer_can_add_series_shown_in_the_fifth_panel(tmp_path):
+    """The hook for batch-norm recipes: ``trainer.dashboard_series()`` -> {name: values}."""
+    from scratchnet.data import load_mnist
+    from scratchnet.recipes import get_recipe
+    from scratchnet.train import Trainer, run
+
+    class WithActivations(Trainer):
+        def dashboard_series(self):
+            return {"batch-max activations": np.arange(8.0) * 7 + self.step}
+
+    trainer = WithActivations(get_recipe("softmax").with_overrides(steps=20))
+    run(trainer, load_mnist(), out_dir=tmp_path, seed=1, progress=False, log=lambda *a: None,
+        observers=[DashboardLogger(10, 20)])
+    log = read_log(tmp_path)
+    assert log.train[-1]["percentiles"]["batch-max activations"] == pytest.approx(np.arange(8.0) * 7 + 20)
+    assert log.end["status"] == "finished" and log.end["step"] == 20
+    fig = figure()
+    draw(log, fig)
+    assert fig.axes[4].get_title().startswith("Batch-max activations") and len(fig.axes[4].collections) == 4

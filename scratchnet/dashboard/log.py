@@ -11,7 +11,8 @@ Files (all appended or replaced whole, so a reader never sees half a record):
     trained on, ``lr``, and ``percentiles``: ``{series: [q_0, ..., q_7]}``, the 8 boundaries of
     7 equal-count buckets (``q_k`` = the ``k/7`` quantile; ``q_0`` the minimum, ``q_7`` the
     maximum) of ``"weights"`` (every parameter with 2 or more axes, all layers together),
-    ``"biases"`` (every 1-axis parameter) and any series the trainer supplies
+    ``"biases"`` (every 1-axis parameter; inner percentiles of a series over ``SAMPLE`` values
+    from a fixed subset of it) and any series the trainer supplies
     (``trainer.dashboard_series() -> {name: array}``, e.g. batch-max activations of a
     batch-norm model);
   * ``test`` every ``test_every`` steps: ``step``, ``accuracy`` and ``loss`` on the first
@@ -46,12 +47,21 @@ BUCKETS = 7            # Görner's HISTOGRAM_BUCKETS: equal-count buckets around
 GRID = 100             # training digits shown: a 10×10 grid
 TEST_SIZE = 1000       # test digits shown and evaluated at each test line
 TRAIN_EVERY, TEST_EVERY = 20, 100  # Görner's update frequencies
+# Inner percentiles of a larger series come from this many of its values, a subset fixed for
+# the run: the rank of each is off by at most ~0.2 % (one standard error, sqrt(p(1-p)/n)).
+SAMPLE = 1 << 16
 PIXELS = 28 * 28
 
 
-def percentiles(values: np.ndarray) -> list[float]:
-    """The ``BUCKETS + 1`` boundaries of equal-count buckets of ``values`` (any shape)."""
-    return np.quantile(values.ravel(), np.linspace(0.0, 1.0, BUCKETS + 1)).tolist()
+def percentiles(values: np.ndarray, sample: np.ndarray | None = None) -> list[float]:
+    """The ``BUCKETS + 1`` boundaries of equal-count buckets of ``values`` (any shape). With
+    ``sample`` (indices into the flattened values) the inner ones come from that subset only;
+    the minimum and maximum are always exact."""
+    flat = values.ravel()
+    q = np.quantile(flat if sample is None else flat[sample], np.linspace(0.0, 1.0, BUCKETS + 1))
+    if sample is not None:
+        q[0], q[-1] = flat.min(), flat.max()
+    return q.tolist()
 
 
 def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -89,6 +99,7 @@ class DashboardLogger:
 
     def __init__(self, train_every: int = TRAIN_EVERY, test_every: int = TEST_EVERY, on_change=None):
         self.train_every, self.test_every, self.on_change = train_every, test_every, on_change
+        self.samples: dict[str, tuple[int, np.ndarray]] = {}
 
     def begin(self, trainer, mnist, out_dir: Path) -> None:
         self.trainer, self.folder = trainer, Path(out_dir) / FOLDER
@@ -119,9 +130,17 @@ class DashboardLogger:
             series.update(getattr(trainer, "dashboard_series", dict)())
             self.write(kind="train", step=step, accuracy=float((logits.argmax(axis=1) == labels).mean()),
                        loss=self.loss_scale * cross_entropy(logits, labels), lr=lr,
-                       percentiles={k: percentiles(v) for k, v in series.items()})
+                       percentiles={k: percentiles(v, self.sample(k, v.size)) for k, v in series.items()})
         if step % self.test_every == 0:
             self.test_snapshot(trainer, images, labels, logits)
+
+    def sample(self, name: str, size: int) -> np.ndarray | None:
+        """The fixed random subset of series ``name`` (of ``size`` values), None if small."""
+        if size <= SAMPLE:
+            return None
+        if self.samples.get(name, (0, None))[0] != size:
+            self.samples[name] = size, np.sort(np.random.default_rng(0).choice(size, SAMPLE, replace=False))
+        return self.samples[name][1]
 
     def test_snapshot(self, trainer, images, labels, logits) -> None:
         test_logits = trainer.logits(self.test_images, use_ema=self.use_ema)
