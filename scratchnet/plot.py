@@ -3,7 +3,7 @@ labelled ``recipe engine seed N``.
 
 Accuracy is the dashboard log's test line where the run has one (``--dashboard``: the first
 1,000 test images every 100 steps), else ``metrics.jsonl``'s test passes (``test-tracked`` and
-final ``test``), else its validation passes. Loss needs a dashboard log (training batches,
+final ``test``), else its validation passes; the legend says which. Loss needs a dashboard log (training batches,
 faint, and the test line). The learning rate is the run's schedule (``config.json``) itself.
 """
 
@@ -40,12 +40,13 @@ def curves(run_dir: Path) -> dict:
         from .dashboard.log import read_log
         log = read_log(run_dir)
         if log.test:
-            out["accuracy"] = ([r["step"] for r in log.test], [r["accuracy"] for r in log.test], "test, first 1,000")
+            out["accuracy"] = ([r["step"] for r in log.test], [r["accuracy"] for r in log.test],
+                               f"{len(log.test_labels):,} test images")
             out["test_loss"] = ([r["step"] for r in log.test], [r["loss"] for r in log.test])
         if log.train:
             out["train_loss"] = ([r["step"] for r in log.train], [r["loss"] for r in log.train])
     if out["accuracy"] is None:
-        for splits, what in ((("test-tracked", "test"), "test"), (("validation",), "validation")):
+        for splits, what in ((("test-tracked", "test"), "10,000 test images"), (("validation",), "validation")):
             lines = [l for l in metrics if l["split"] in splits]
             if lines:
                 out["accuracy"] = ([l["step"] for l in lines], [l["accuracy"] for l in lines], what)
@@ -64,13 +65,17 @@ def plot(run_dirs: list[Path], out: Path) -> Path:
 
     fig = Figure(figsize=(15, 4.8), dpi=90)
     acc, loss, lr = fig.subplots(1, 3)
-    whats, drew_loss = set(), False
-    for i, run_dir in enumerate(run_dirs):
-        c, color = curves(run_dir), f"C{i % 10}"
+    drew_loss = False
+    runs = [curves(run_dir) for run_dir in run_dirs]
+    labels = [c["label"] for c in runs]
+    for run_dir, c in zip(run_dirs, runs):  # the same recipe, engine and seed twice: name the folders
+        if labels.count(c["label"]) > 1:
+            c["label"] += f" ({Path(run_dir).name})"
+    for i, c in enumerate(runs):
+        color = f"C{i % 10}"
         if c["accuracy"]:
             steps, values, what = c["accuracy"]
-            acc.plot(steps, values, color=color, lw=1.2, label=c["label"])
-            whats.add(what)
+            acc.plot(steps, values, color=color, lw=1.2, label=f"{c['label']}: {what}")
         if c["train_loss"]:
             loss.plot(*c["train_loss"], color=color, lw=0.6, alpha=0.35)
         if c["test_loss"]:
@@ -81,7 +86,7 @@ def plot(run_dirs: list[Path], out: Path) -> Path:
     if values:
         lo = float(np.quantile(values, 0.02))
         acc.set_ylim(max(0.0, lo - (1 - lo) * 0.1), 1.0)
-    acc.set_title(f"Accuracy ({', '.join(sorted(whats))})")
+    acc.set_title("Test accuracy")
     loss.set_title("Loss (test; training batches faint)" if drew_loss else "Loss: no dashboard log in these runs")
     if drew_loss:
         top = max(np.quantile(line.get_ydata(), 0.9) for line in loss.get_lines())

@@ -40,7 +40,7 @@ class TensorBoardWriter:
                 for name, value in trainer.model.params.items():
                     tf.summary.histogram(f"weights/{name}", value)
 
-    def evaluated(self, record: dict) -> None:
+    def evaluated(self, record: dict, logits) -> None:
         with self.writer.as_default(step=record["step"]):
             self.tf.summary.scalar(f"{record['split']}/accuracy", record["accuracy"])
 

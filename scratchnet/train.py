@@ -207,7 +207,8 @@ def run(trainer, mnist, *, out_dir: Path, seed: int, resume: Path | None = None,
 
     ``observers`` (e.g. ``scratchnet.dashboard.DashboardLogger``) watch without steering:
     ``begin(trainer, mnist, out_dir)`` once, ``step(trainer, images, labels, loss, logits, lr)``
-    after every update, ``evaluated(record)`` with each metrics line, and ``end(status)``
+    after every update, ``evaluated(record, logits)`` with each metrics line and the logits of
+    its split, and ``end(status)``
     (``"finished"``, ``"interrupted"``, ``"diverged"`` or ``"failed"``) however the run stops.
     """
     from tqdm import tqdm
@@ -257,7 +258,8 @@ def run(trainer, mnist, *, out_dir: Path, seed: int, resume: Path | None = None,
                               "rate, or pass --no-nan-check to train on regardless", trainer.step)
 
     def evaluate(split_name, split):
-        correct = trainer.predict(split.images, use_ema=recipe.eval_with_ema) == split.labels
+        logits = trainer.logits(split.images, use_ema=recipe.eval_with_ema)
+        correct = logits.argmax(axis=1) == split.labels
         acc = float(correct.mean())
         record = {"step": trainer.step, "split": split_name, "accuracy": acc,
                   "ema": recipe.eval_with_ema, "time": round(time.time() - start, 2)}
@@ -271,7 +273,7 @@ def run(trainer, mnist, *, out_dir: Path, seed: int, resume: Path | None = None,
         metrics.write(json.dumps(record) + "\n")
         metrics.flush()
         for o in observers:
-            o.evaluated(record)
+            o.evaluated(record, logits)
         return acc
 
     log(f"training {recipe.name} [{trainer.engine}, {trainer.dtype}] from step {trainer.step} to {recipe.steps} "

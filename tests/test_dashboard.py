@@ -59,6 +59,8 @@ def test_log_format(run_dir):
     # bounded: under 1 KB a training point, 80 KB a test pass
     assert (folder / "log.jsonl").stat().st_size < 1000 * len(lines)
     shot = read_log(run_dir).snapshot()
+    labels = np.load(folder / "test-labels.npy")
+    assert test[-1]["accuracy"] == (shot.test_predictions == labels).mean()  # from the run's own final test pass
     assert shot.images.shape == (100, 28, 28) and shot.test_predictions.shape == (1000,)
     assert shot.images.max() == 255 and shot.labels.max() <= 9
 

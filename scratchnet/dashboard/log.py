@@ -92,8 +92,9 @@ class DashboardLogger:
     """A ``scratchnet.train.run`` observer that writes the dashboard log of its run.
 
     Per step it only counts; every ``train_every`` steps it takes the percentiles of the
-    parameters (one quantile pass over all of them); every ``test_every`` steps an inference
-    pass over ``TEST_SIZE`` test images. ``on_change`` (e.g. waking a renderer) is called after
+    parameters; every ``test_every`` steps an inference pass over ``TEST_SIZE`` test images,
+    except at the steps where the run itself evaluates the test set (every
+    ``track_test_every`` steps and the last step), whose logits it takes instead. ``on_change`` (e.g. waking a renderer) is called after
     each test line and at the end.
     """
 
@@ -102,7 +103,7 @@ class DashboardLogger:
         self.samples: dict[str, tuple[int, np.ndarray]] = {}
 
     def begin(self, trainer, mnist, out_dir: Path) -> None:
-        self.trainer, self.folder = trainer, Path(out_dir) / FOLDER
+        self.trainer, self.folder, self.pending = trainer, Path(out_dir) / FOLDER, None
         self.folder.mkdir(parents=True, exist_ok=True)
         recipe = trainer.recipe
         self.loss_scale, self.use_ema = recipe.loss_scale, recipe.eval_with_ema
@@ -132,7 +133,15 @@ class DashboardLogger:
                        loss=self.loss_scale * cross_entropy(logits, labels), lr=lr,
                        percentiles={k: percentiles(v, self.sample(k, v.size)) for k, v in series.items()})
         if step % self.test_every == 0:
-            self.test_snapshot(trainer, images, labels, logits)
+            if self.run_tests_at(step):
+                self.pending = images, labels, logits  # test logits come with the run's own pass
+            else:
+                self.test_snapshot(trainer, images, labels, logits)
+
+    def run_tests_at(self, step: int) -> bool:
+        """Whether ``scratchnet.train.run`` evaluates the whole test set after ``step``."""
+        track, last = self.trainer.recipe.track_test_every, self.trainer.recipe.steps
+        return step == last or bool(track) and step % track == 0
 
     def sample(self, name: str, size: int) -> np.ndarray | None:
         """The fixed random subset of series ``name`` (of ``size`` values), None if small."""
@@ -142,8 +151,10 @@ class DashboardLogger:
             self.samples[name] = size, np.sort(np.random.default_rng(0).choice(size, SAMPLE, replace=False))
         return self.samples[name][1]
 
-    def test_snapshot(self, trainer, images, labels, logits) -> None:
-        test_logits = trainer.logits(self.test_images, use_ema=self.use_ema)
+    def test_snapshot(self, trainer, images, labels, logits, test_logits=None) -> None:
+        if test_logits is None:
+            test_logits = trainer.logits(self.test_images, use_ema=self.use_ema)
+        test_logits = test_logits[:len(self.test_labels)]
         test_pred = test_logits.argmax(axis=1)
         n = min(GRID, len(labels))
         digits = np.zeros((GRID, PIXELS), np.uint8)
@@ -158,10 +169,14 @@ class DashboardLogger:
         if self.on_change:
             self.on_change()
 
-    def evaluated(self, record: dict) -> None:
-        pass  # the dashboard keeps its own, more frequent, test line
+    def evaluated(self, record: dict, logits) -> None:
+        if self.pending is not None and record["split"] in ("test", "test-tracked"):
+            self.test_snapshot(self.trainer, *self.pending, test_logits=logits)
+            self.pending = None
 
     def end(self, status: str) -> None:
+        if self.pending is not None:  # stopped before the run's test pass: the weights are the step's
+            self.test_snapshot(self.trainer, *self.pending)
         self.write(kind="end", step=self.trainer.step, status=status, time=time.time())
         self.log.close()
         self.snapshots.close()

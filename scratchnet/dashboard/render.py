@@ -226,7 +226,7 @@ class LiveRenderer:
     def step(self, *args) -> None:
         pass
 
-    def evaluated(self, record: dict) -> None:
+    def evaluated(self, record: dict, logits) -> None:
         pass
 
     def end(self, status: str) -> None:
