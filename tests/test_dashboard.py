@@ -342,3 +342,25 @@ def test_a_trainer_can_add_series_shown_in_the_fifth_panel(tmp_path):
     fig = figure()
     draw(log, fig)
     assert fig.axes[4].get_title().startswith("Batch-max activations") and len(fig.axes[4].collections) == 4
+
+
+@pytest.mark.slow
+def test_the_dashboard_updates_while_the_run_trains(tmp_path):
+    """The image is replaced during training, not only at the end, and is whole each time."""
+    from PIL import Image
+
+    out = tmp_path / "run"
+    process = subprocess.Popen(COMMAND + ["train", "mlp5", "--steps", "3000", "--no-progress", "--dashboard",
+                                          "--out", str(out)], env=ENV, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    seen = set()
+    while process.poll() is None:
+        png = out / "dashboard.png"
+        if png.exists():
+            seen.add(png.stat().st_mtime_ns)
+            with Image.open(png) as image:
+                image.load()  # a half-written file would not decode
+        time.sleep(0.2)
+    assert process.returncode == 0, process.stderr.read()
+    assert len(seen) >= 3, seen  # several renders before the end
+    assert read_log(out).end["status"] == "finished"
