@@ -238,6 +238,14 @@ def test_the_movie_has_a_frame_per_test_pass(run_dir, tmp_path, name):
         assert sum(1 for _ in reader) == 3
 
 
+def test_without_ffmpeg_an_mp4_becomes_a_gif(run_dir, tmp_path, monkeypatch, capsys):
+    from scratchnet.dashboard.movie import movie
+
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # import fails
+    assert movie(run_dir, tmp_path / "run.mp4") == tmp_path / "run.gif"
+    assert "no ffmpeg" in capsys.readouterr().out and not (tmp_path / "run.mp4").exists()
+
+
 def test_plot_overlays_two_runs(run_dir, tmp_path):
     from scratchnet.plot import curves
 

@@ -94,12 +94,11 @@ class DashboardLogger:
     Per step it only counts; every ``train_every`` steps it takes the percentiles of the
     parameters; every ``test_every`` steps an inference pass over ``TEST_SIZE`` test images,
     except at the steps where the run itself evaluates the test set (every
-    ``track_test_every`` steps and the last step), whose logits it takes instead. ``on_change`` (e.g. waking a renderer) is called after
-    each test line and at the end.
+    ``track_test_every`` steps and the last step), whose logits it takes instead.
     """
 
-    def __init__(self, train_every: int = TRAIN_EVERY, test_every: int = TEST_EVERY, on_change=None):
-        self.train_every, self.test_every, self.on_change = train_every, test_every, on_change
+    def __init__(self, train_every: int = TRAIN_EVERY, test_every: int = TEST_EVERY):
+        self.train_every, self.test_every = train_every, test_every
         self.samples: dict[str, tuple[int, np.ndarray]] = {}
 
     def begin(self, trainer, mnist, out_dir: Path) -> None:
@@ -166,8 +165,6 @@ class DashboardLogger:
         self.write(kind="test", step=trainer.step, accuracy=float((test_pred == self.test_labels).mean()),
                    loss=self.loss_scale * cross_entropy(test_logits, self.test_labels), snapshot=self.count)
         self.count += 1
-        if self.on_change:
-            self.on_change()
 
     def evaluated(self, record: dict, logits) -> None:
         if self.pending is not None and record["split"] in ("test", "test-tracked"):
@@ -180,8 +177,6 @@ class DashboardLogger:
         self.write(kind="end", step=self.trainer.step, status=status, time=time.time())
         self.log.close()
         self.snapshots.close()
-        if self.on_change:
-            self.on_change()
 
 
 @dataclass

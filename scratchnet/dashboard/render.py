@@ -98,12 +98,11 @@ def draw(log: DashboardLog, fig, upto: int | None = None) -> None:
     if upto is None and log.end is not None:
         title += f" ({log.end['status']})"
     fig.suptitle(title, fontsize=14)
-    colors = {"train": "#1f77b4", "test": "#d62728"}
     for ax, key, where in ((acc, "accuracy", "lower right"), (loss, "loss", "upper right")):
-        for name, lines in (("training", train), ("test", test)):
+        for name, lines, color, width in (("training", train, "#1f77b4", 0.8), ("test", test, "#d62728", 1.2)):
             if lines:
-                ax.plot([r["step"] for r in lines], [r[key] for r in lines], lw=1.2 if name == "test" else 0.8,
-                        color=colors["test" if name == "test" else "train"], label=f"{name} {key}")
+                ax.plot([r["step"] for r in lines], [r[key] for r in lines], lw=width, color=color,
+                        label=f"{name} {key}")
         everything = train + test
         if everything:
             ax.set_ylim(*zoomed([r[key] for r in everything], [r["step"] for r in everything],
@@ -113,8 +112,8 @@ def draw(log: DashboardLog, fig, upto: int | None = None) -> None:
         ax.grid(alpha=0.3)
     best = max((r["accuracy"] for r in test), default=None)
     acc.set_title("Accuracy" + (f" (test: {test[-1]['accuracy']:.4f}, max {best:.4f})" if test else ""))
-    loss.set_title(f"Cross-entropy × {log.start.get('loss_scale', 1):g}" if "loss_scale" in log.start
-                   else "Cross-entropy loss")
+    scale = start["loss_scale"]
+    loss.set_title("Cross-entropy" + (f" × {scale:g}" if scale != 1 else ""))
     for ax, name in ((weights, "weights"), (biases, None)):
         names = list(train[-1]["percentiles"]) if train else []
         extra = [n for n in names if n not in ("weights", "biases")]
@@ -161,7 +160,7 @@ def render(run_dir: Path, out: Path | None = None, log: DashboardLog | None = No
     canvas = FigureCanvasAgg(fig)
     draw(log or read_log(run_dir), fig)
     canvas.draw()
-    tmp = out.with_name(f".{out.stem}.tmp.png")
+    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp.png")  # the watcher and a server may both draw
     Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3]).save(tmp, compress_level=1)  # drawn once, quick zlib
     os.replace(tmp, out)
     return out

@@ -2,9 +2,9 @@
 server) that shows a run's latest dashboard and reloads itself while the run is alive; once
 it is over the page says so (``finished``, ``interrupted``, ...) with the final figures.
 
-Routes: ``/`` the page, ``/dashboard.png`` the image (redrawn here when the log is newer
-than it, e.g. a run without a live renderer, at most every ``REDRAW`` seconds),
-``/status.json`` the state the page is built from.
+Routes: ``/`` the page, ``/dashboard.png`` the image (a running run's renderer keeps it
+current; the server draws it only when it is missing or older than the log of a run that
+is over), ``/status.json`` the state the page is built from.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import html
 import json
 import signal
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from ..errors import ScratchnetError
 from .log import FOLDER, read_log
 from .render import IMAGE, alive, render
 
-REFRESH, REDRAW = 5, 3.0  # seconds between page reloads; between redraws by the server
+REFRESH = 5  # seconds between page reloads
 
 
 def status(run_dir: Path) -> dict:
@@ -64,20 +63,19 @@ class Server(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, run_dir: Path, port: int):
-        self.run_dir, self.lock, self.drawn = Path(run_dir), threading.Lock(), 0.0
+        self.run_dir, self.lock = Path(run_dir), threading.Lock()
         try:
             super().__init__(("127.0.0.1", port), Handler)
         except OSError as e:
             raise ScratchnetError(f"--serve {port}: cannot listen on 127.0.0.1:{port} ({e.strerror})") from None
 
     def image(self) -> bytes:
-        """The dashboard PNG, redrawn first if the log changed since it was drawn."""
+        """The dashboard PNG, drawn first if missing, or stale and no renderer will redraw it."""
         png, log = self.run_dir / IMAGE, self.run_dir / FOLDER / "log.jsonl"
         with self.lock:
-            stale = not png.exists() or png.stat().st_mtime < log.stat().st_mtime
-            if stale and time.time() - self.drawn >= REDRAW:
+            if not png.exists() or (png.stat().st_mtime < log.stat().st_mtime
+                                    and status(self.run_dir)["state"] != "running"):
                 render(self.run_dir)
-                self.drawn = time.time()
             return png.read_bytes()
 
 
