@@ -208,8 +208,8 @@ def run(trainer, mnist, *, out_dir: Path, seed: int, resume: Path | None = None,
     ``observers`` (e.g. ``scratchnet.dashboard.DashboardLogger``) watch without steering:
     ``begin(trainer, mnist, out_dir)`` once, ``step(trainer, images, labels, loss, logits, lr)``
     after every update, ``evaluated(record, logits)`` with each metrics line and the logits of
-    its split, and ``end(status)``
-    (``"finished"``, ``"interrupted"``, ``"diverged"`` or ``"failed"``) however the run stops.
+    its split, and ``end(status)`` (``"finished"``, ``"interrupted"``, ``"diverged"`` or
+    ``"failed"``) however the run stops.
     """
     from tqdm import tqdm
 

@@ -372,3 +372,24 @@ def test_the_dashboard_updates_while_the_run_trains(tmp_path):
     assert process.returncode == 0, process.stderr.read()
     assert len(seen) >= 3, seen  # several renders before the end
     assert read_log(out).end["status"] == "finished"
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_says_so_and_a_resume_continues_its_log(tmp_path):
+    out = tmp_path / "run"
+    process = subprocess.Popen(COMMAND + ["train", "mlp5", "--steps", "2000", "--no-progress", "--dashboard",
+                                          "--out", str(out)], env=ENV, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    log = out / "dashboard" / "log.jsonl"
+    while process.poll() is None and not (log.exists() and '"kind": "test"' in log.read_text()):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=120) == 128 + signal.SIGINT, process.stderr.read()
+    stopped = read_log(out)
+    assert stopped.end["status"] == "interrupted" and (out / "dashboard.png").exists()
+    result = scratchnet("train", "mlp5", "--resume", out, "--steps", 2100, "--no-progress", "--dashboard")
+    assert result.returncode == 0, result.stderr
+    resumed = read_log(out)
+    assert resumed.start["step"] == stopped.end["step"] and resumed.end["status"] == "finished"
+    steps = [r["step"] for r in resumed.train]
+    assert steps == sorted(set(steps)) and steps[-1] == 2100  # no step twice, none past the end
