@@ -1,4 +1,5 @@
-"""The ``scratchnet`` command: ``data``, ``train``, ``eval``, ``predict``, ``report`` and ``parity``.
+"""The ``scratchnet`` command: ``data``, ``train``, ``eval``, ``predict``, ``report``, ``parity``,
+``dashboard`` and ``plot``.
 
 Errors, for every command: ``scratchnet: error: <message>`` on stderr, no traceback
 (``--debug`` or ``SCRATCHNET_DEBUG=1`` shows it). Usage errors (a bad option, found before
@@ -66,6 +67,27 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("--no-nan-check", action="store_true",
                        help="train on through a non-finite loss or parameter (default: stop there)")
+    train.add_argument("--dashboard", action="store_true",
+                       help="log Görner's dashboard and keep RUN/dashboard.png current while training")
+    train.add_argument("--log-every", type=int, nargs=2, metavar=("TRAIN", "TEST"), default=(20, 100),
+                       help="steps between the training points (loss, accuracy, percentiles) and between the test "
+                            "passes (1,000 images, weight histograms) of --dashboard and --tensorboard (default 20 100)")
+    train.add_argument("--tensorboard", type=Path, metavar="DIR",
+                       help="also write TensorBoard logs (scalars, weight histograms) into DIR")
+
+    dash = sub.add_parser("dashboard", help="draw a run's dashboard; serve it live, or make a movie of it")
+    dash.add_argument("run", type=Path, metavar="RUN_DIR", help="a run folder trained with --dashboard")
+    dash.add_argument("--out", type=Path, help="the image to write (default: RUN_DIR/dashboard.png)")
+    show = dash.add_mutually_exclusive_group()
+    show.add_argument("--serve", type=int, nargs="?", const=8000, metavar="PORT",
+                      help="serve a page on http://127.0.0.1:PORT (default 8000) that follows the run")
+    show.add_argument("--movie", type=Path, metavar="FILE",
+                      help="the whole run as an animation, FILE.mp4 (ffmpeg from imageio-ffmpeg) or FILE.gif")
+    dash.add_argument("--fps", type=int, default=10, help="movie frames per second (default 10)")
+
+    plot = sub.add_parser("plot", help="overlay the accuracy, loss and learning-rate curves of runs")
+    plot.add_argument("runs", type=Path, nargs="+", metavar="RUN_DIR")
+    plot.add_argument("--out", type=Path, default=Path("runs.png"), help="the image (default runs.png)")
 
     ev = sub.add_parser("eval", help="test accuracy of a saved checkpoint")
     ev.add_argument("checkpoint", type=Path, help="a checkpoint.npz or a run folder")
@@ -113,6 +135,10 @@ def validate(args) -> None:
             raise UsageError(f"--out {args.out}: a file, not a folder")
         if args.resume is not None and not (args.resume.is_file() or (args.resume / "checkpoint.npz").is_file()):
             raise UsageError(f"--resume {args.resume}: no checkpoint there (a checkpoint.npz or a run folder)")
+        for option, value in zip(("TRAIN", "TEST"), args.log_every):
+            _in_range(f"--log-every {option}", value, 1)
+        if args.tensorboard is not None and args.tensorboard.exists() and not args.tensorboard.is_dir():
+            raise UsageError(f"--tensorboard {args.tensorboard}: a file, not a folder")
     if args.command == "predict":
         if not args.images and not args.test_index:
             raise UsageError("predict: give at least one IMAGE or --test-index N")
@@ -120,6 +146,20 @@ def validate(args) -> None:
             _in_range("--test-index", i, 0, TEST_SIZE - 1)
         if args.show is not None and args.show.suffix.lower() not in (".png", ".svg", ".pdf"):
             raise UsageError(f"--show {args.show}: the figure must be a .png, .svg or .pdf file")
+    if args.command == "dashboard":
+        if not (args.run / "dashboard" / "log.jsonl").is_file():
+            raise UsageError(f"{args.run}: no dashboard log there (train with --dashboard)")
+        if args.serve is not None:
+            _in_range("--serve PORT", args.serve, 0, 65535)
+        if args.movie is not None and args.movie.suffix.lower() not in (".mp4", ".gif"):
+            raise UsageError(f"--movie {args.movie}: the name must end in .mp4 or .gif")
+        _in_range("--fps", args.fps, 1, 60)
+    if args.command == "plot":
+        for run in args.runs:
+            if not (run / "metrics.jsonl").is_file() or not (run / "config.json").is_file():
+                raise UsageError(f"{run}: not a run folder (no config.json and metrics.jsonl)")
+        if args.out.suffix.lower() not in (".png", ".svg", ".pdf"):
+            raise UsageError(f"--out {args.out}: the name must end in .png, .svg or .pdf")
     if args.command == "parity":
         from .recipes import RECIPES
         _in_range("--steps", args.steps, 1)
@@ -141,8 +181,10 @@ def validate(args) -> None:
 
 
 def _command(args):
+    from .commands.dashboard import dashboard
     from .commands.evaluate import evaluate
     from .commands.predict import predict_command
+    from .commands.plot import plot
     from .commands.train import train
 
     def data(args):
@@ -160,7 +202,7 @@ def _command(args):
         return run(args)
 
     return {"data": data, "train": train, "eval": evaluate, "predict": predict_command, "report": report,
-            "parity": parity}[args.command]
+            "parity": parity, "dashboard": dashboard, "plot": plot}[args.command]
 
 
 def main(argv: list[str] | None = None) -> int:

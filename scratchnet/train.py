@@ -25,7 +25,7 @@ import math
 import os
 import time
 from collections import deque
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -117,12 +117,16 @@ class Trainer:
             self.bn_averages[layer.name].apply({"mean": layer.batch_mean, "variance": layer.batch_variance},
                                                num_updates=self.step)
 
-    def predict(self, images: np.ndarray, *, use_ema: bool = False) -> np.ndarray:
-        """Class predictions [N], computed EVAL_BATCH images at a time."""
+    def logits(self, images: np.ndarray, *, use_ema: bool = False) -> np.ndarray:
+        """Inference logits [N, 10], computed EVAL_BATCH images at a time."""
         swap = self.ema.averaged(self.model.params) if use_ema and self.ema else nullcontext()
         with swap:
             return np.concatenate([self.model.forward(images[i:i + EVAL_BATCH].astype(self.dtype, copy=False))
-                                   .argmax(axis=1) for i in range(0, len(images), EVAL_BATCH)])
+                                   for i in range(0, len(images), EVAL_BATCH)])
+
+    def predict(self, images: np.ndarray, *, use_ema: bool = False) -> np.ndarray:
+        """Class predictions [N]."""
+        return self.logits(images, use_ema=use_ema).argmax(axis=1)
 
     def accuracy(self, images, labels, *, use_ema: bool = False) -> float:
         return float((self.predict(images, use_ema=use_ema) == labels).mean())
@@ -204,8 +208,22 @@ def first_non_finite(arrays: dict[str, np.ndarray]) -> str | None:
     return next((k for k, v in arrays.items() if not np.isfinite(v).all()), None)
 
 
+@contextmanager
+def _ending(observers, status):
+    """Calls ``end(status())`` on each observer when the block exits, however it exits."""
+    try:
+        yield
+    except DivergenceError:
+        status = lambda: "diverged"  # noqa: E731
+        raise
+    finally:
+        for o in observers:
+            o.end(status())
+
+
 def run(trainer, mnist, *, out_dir: Path, seed: int, resume: Path | None = None,
-        progress: bool = True, nan_check: bool = True, overrides: dict | None = None, log=print) -> dict:
+        progress: bool = True, nan_check: bool = True, overrides: dict | None = None, log=print,
+        observers=()) -> dict:
     """Train ``trainer`` on ``mnist`` for its recipe's steps; return the final metrics.
 
     Writes into ``out_dir``: ``config.json`` (the resolved recipe and run options, with the
@@ -224,6 +242,12 @@ def run(trainer, mnist, *, out_dir: Path, seed: int, resume: Path | None = None,
     ``nan_check`` raises ``DivergenceError`` at the first non-finite loss (checked every
     step) or parameter (checked at every evaluation), before a checkpoint is written, so the
     last good one is kept.
+
+    ``observers`` (e.g. ``scratchnet.dashboard.DashboardLogger``) watch without steering:
+    ``begin(trainer, mnist, out_dir)`` once, ``step(trainer, images, labels, loss, logits, lr)``
+    after every update, ``evaluated(record, logits)`` with each metrics line and the logits of
+    its split, and ``end(status)`` (``"finished"``, ``"interrupted"``, ``"diverged"`` or
+    ``"failed"``) however the run stops.
     """
     from tqdm import tqdm
 
@@ -272,7 +296,8 @@ def run(trainer, mnist, *, out_dir: Path, seed: int, resume: Path | None = None,
                               "rate, or pass --no-nan-check to train on regardless", trainer.step)
 
     def evaluate(split_name, split):
-        correct = trainer.predict(split.images, use_ema=recipe.eval_with_ema) == split.labels
+        logits = trainer.logits(split.images, use_ema=recipe.eval_with_ema)
+        correct = logits.argmax(axis=1) == split.labels
         acc = float(correct.mean())
         record = {"step": trainer.step, "split": split_name, "accuracy": acc,
                   "ema": recipe.eval_with_ema, "time": round(time.time() - start, 2)}
@@ -285,15 +310,20 @@ def run(trainer, mnist, *, out_dir: Path, seed: int, resume: Path | None = None,
             record.update(max_tracked=best, max_tracked_step=step)
         metrics.write(json.dumps(record) + "\n")
         metrics.flush()
+        for o in observers:
+            o.evaluated(record, logits)
         return acc
 
     log(f"training {recipe.name} [{trainer.engine}, {trainer.dtype}] from step {trainer.step} to {recipe.steps} "
         f"into {out_dir}/")
     recent = deque(maxlen=100)
+    for o in observers:
+        o.begin(trainer, mnist, out_dir)
+    status = "failed"
     # The guard reports non-finite values itself; NumPy's overflow warnings would only repeat it.
     quiet_overflow = np.errstate(over="ignore", invalid="ignore") if nan_check else nullcontext()
-    with (metrics_path.open("a") as metrics, deferred_signals() as stop, quiet_overflow,
-          tqdm(total=recipe.steps, initial=trainer.step, disable=not progress, unit="step",
+    with (_ending(observers, lambda: status), metrics_path.open("a") as metrics, deferred_signals() as stop,
+          quiet_overflow, tqdm(total=recipe.steps, initial=trainer.step, disable=not progress, unit="step",
                dynamic_ncols=True, desc=f"{recipe.name} [{trainer.engine}]") as bar):
         while trainer.step < recipe.steps:
             images, labels = batches.next_batch()
@@ -301,6 +331,8 @@ def run(trainer, mnist, *, out_dir: Path, seed: int, resume: Path | None = None,
             loss, logits = trainer.train_step(images, labels)
             if nan_check and not math.isfinite(loss):
                 check(loss)
+            for o in observers:
+                o.step(trainer, images, labels, loss, logits, lr)
             recent.append(float((np.asarray(logits).argmax(axis=1) == labels).mean()))
             bar.update(1)
             if trainer.step % 10 == 0 or trainer.step == recipe.steps:
@@ -316,6 +348,7 @@ def run(trainer, mnist, *, out_dir: Path, seed: int, resume: Path | None = None,
             if stop.signum is not None:
                 if saved["step"] != trainer.step or saved["path"] is None:
                     save()
+                status = "interrupted"
                 raise TrainingInterrupted(stop.signum, trainer.step, out_dir / "checkpoint.npz")
         bar.close()
         if nan_check:
@@ -324,6 +357,7 @@ def run(trainer, mnist, *, out_dir: Path, seed: int, resume: Path | None = None,
         train_seconds = time.time() - start
         val = evaluate("validation", mnist.validation)
         test = evaluate("test", mnist.test)
+        status = "finished"
     result = {"recipe": recipe.name, "engine": trainer.engine, "seed": seed, "steps": trainer.step,
               "validation_accuracy": val, "test_accuracy": test, "train_seconds": round(train_seconds, 1)}
     log(f"validation accuracy: {val:.4f}")

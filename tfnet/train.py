@@ -263,16 +263,19 @@ class TFTrainer:
             for v, s in zip(self._var_list, saved):
                 v.assign(s)
 
-    def predict(self, images, *, use_ema: bool = False) -> np.ndarray:
-        """Class predictions [N], computed EVAL_BATCH images at a time."""
+    def logits(self, images, *, use_ema: bool = False) -> np.ndarray:
+        """Inference logits [N, 10], computed EVAL_BATCH images at a time."""
         def run():
-            return np.concatenate([
-                self._forward_fn(np.asarray(images[i:i + EVAL_BATCH], self._dtype)).numpy().argmax(axis=1)
-                for i in range(0, len(images), EVAL_BATCH)])
+            return np.concatenate([self._forward_fn(np.asarray(images[i:i + EVAL_BATCH], self._dtype)).numpy()
+                                   for i in range(0, len(images), EVAL_BATCH)])
         if use_ema and self.ema is not None:
             with self.averaged():
                 return run()
         return run()
+
+    def predict(self, images, *, use_ema: bool = False) -> np.ndarray:
+        """Class predictions [N]."""
+        return self.logits(images, use_ema=use_ema).argmax(axis=1)
 
     def accuracy(self, images, labels, *, use_ema: bool = False) -> float:
         return float((self.predict(images, use_ema=use_ema) == np.asarray(labels)).mean())

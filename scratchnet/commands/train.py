@@ -61,8 +61,25 @@ def resume_command(args, out: Path) -> str:
     words += ["train", args.recipe, "--resume", str(out)]
     if args.steps is not None:
         words += ["--steps", str(args.steps)]
-    words += [flag for flag, on in (("--no-progress", args.no_progress), ("--no-nan-check", args.no_nan_check)) if on]
+    words += [flag for flag, on in (("--no-progress", args.no_progress), ("--no-nan-check", args.no_nan_check),
+                                    ("--dashboard", args.dashboard)) if on]
+    if tuple(args.log_every) != (20, 100):
+        words += ["--log-every", *map(str, args.log_every)]
+    if args.tensorboard is not None:
+        words += ["--tensorboard", str(args.tensorboard)]
     return shlex.join(words)
+
+
+def observers(args) -> list:
+    """The watchers of the run that ``--dashboard`` and ``--tensorboard`` ask for."""
+    watching = []
+    if args.dashboard:
+        from ..dashboard import DashboardLogger, LiveRenderer
+        watching += [DashboardLogger(*args.log_every), LiveRenderer()]
+    if args.tensorboard is not None:
+        from ..tensorboard import TensorBoardWriter
+        watching.append(TensorBoardWriter(args.tensorboard, *args.log_every))
+    return watching
 
 
 def train(args) -> int:
@@ -98,10 +115,10 @@ def train(args) -> int:
         trainer = Trainer(recipe, seed=seed, dtype=dtype)
     try:
         result = run(trainer, mnist, out_dir=out, seed=seed, resume=resume, progress=not args.no_progress,
-                     nan_check=not args.no_nan_check, overrides=options["overrides"])
+                     nan_check=not args.no_nan_check, overrides=options["overrides"], observers=observers(args))
     except TrainingInterrupted as stop:
         print(f"scratchnet: {stop}. Resume with: {resume_command(args, out)}", file=sys.stderr)
         return 128 + stop.signum
-    print(f"wrote {out}/ (checkpoint.npz, metrics.jsonl, config.json); "
+    print(f"wrote {out}/ (checkpoint.npz, metrics.jsonl, config.json{', dashboard.png' if args.dashboard else ''}); "
           f"{result['steps']} steps in {result['train_seconds']} s")
     return 0
