@@ -393,3 +393,19 @@ def test_an_interrupted_run_says_so_and_a_resume_continues_its_log(tmp_path):
     assert resumed.start["step"] == stopped.end["step"] and resumed.end["status"] == "finished"
     steps = [r["step"] for r in resumed.train]
     assert steps == sorted(set(steps)) and steps[-1] == 2100  # no step twice, none past the end
+
+
+def test_the_dashboard_watches_without_steering(tmp_path):
+    """With dropout (its generators) and the extra test passes, the weights stay bit for bit those
+    of a run without the dashboard."""
+    from scratchnet.data import load_mnist
+    from scratchnet.recipes import get_recipe
+    from scratchnet.train import Trainer, run
+
+    recipe, mnist, params = get_recipe("mlp5-dropout").with_overrides(steps=40), load_mnist(), []
+    for observers in ([], [DashboardLogger(5, 10)]):
+        trainer = Trainer(recipe, seed=1)
+        run(trainer, mnist, out_dir=tmp_path / str(len(observers)), seed=1, progress=False, log=lambda *a: None,
+            observers=observers)
+        params.append(trainer.model.params)
+    assert all(np.array_equal(params[0][k], params[1][k]) for k in params[0])

@@ -111,7 +111,8 @@ def draw(log: DashboardLog, fig, upto: int | None = None) -> None:
         ax.set_xlim(0, max(last, 1))
         ax.grid(alpha=0.3)
     best = max((r["accuracy"] for r in test), default=None)
-    acc.set_title("Accuracy" + (f" (test: {test[-1]['accuracy']:.4f}, max {best:.4f})" if test else ""))
+    acc.set_title("Accuracy" + (f" (first {len(log.test_labels):,} test images: {test[-1]['accuracy']:.4f}, "
+                                f"max {best:.4f})" if test else ""))
     scale = start["loss_scale"]
     loss.set_title("Cross-entropy" + (f" × {scale:g}" if scale != 1 else ""))
     for ax, name in ((weights, "weights"), (biases, None)):
