@@ -51,7 +51,14 @@ def test_layers_quick_grid(dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
 def test_models_walked_layer_by_layer(dtype, images):
-    assert_all_pass([parity.check_model(RECIPES[n], dtype, batch_size=3, data=images) for n in RECIPES])
+    """Batch 3; batch 8 for the batch-norm recipes: over N = 3 or 4 examples dense batch norm
+    is ill-conditioned (|x̂| ≤ sqrt(N − 1), dx a cancellation of three terms of one size): measured
+    float64 1.6e-10 for conv-bn at batch 3 and 1.2e-10 for mlp5-bn-sigmoid at batch 4, float32
+    up to 1e-2 element-wise; at batch 8 every BN recipe is below 6e-12 and 4e-6."""
+    def batch(recipe):
+        return 8 if any(type(l).__name__ == "BatchNorm" for l in recipe.layers()) else 3
+    assert_all_pass([parity.check_model(RECIPES[n], dtype, batch_size=batch(RECIPES[n]), data=images)
+                     for n in RECIPES])
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])

@@ -29,7 +29,7 @@ See ``docs/performance.md`` for the design and the measurements.
 """
 
 from ..ops import (dropout_backward, dropout_forward, l2_loss, l2_penalty, log_softmax,  # noqa: F401
-                   output_size, sigmoid, sigmoid_backward, sigmoid_forward, softmax,
+                   naive_cross_entropy_sum, output_size, sigmoid, sigmoid_backward, sigmoid_forward, softmax,
                    softmax_backward, softmax_forward, tanh_backward, tanh_forward)
 from ._runtime import CACHE_DIR, NUM_THREADS  # noqa: F401
 from .activations import relu_backward, relu_forward  # noqa: F401
