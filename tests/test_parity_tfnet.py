@@ -167,6 +167,31 @@ def test_tftrainer_resumes_bit_for_bit_with_its_own_dropout(images):
     assert not np.array_equal(third.model.params["fc1/w"], TFTrainer(recipe, seed=3).model.params["fc1/w"])
 
 
+@pytest.mark.parametrize("name", ["mlp5-bn", "conv-bn"])
+def test_tftrainer_resumes_batchnorm_averages_bit_for_bit(images, name):
+    """The moving averages of the batch statistics are in state() (bn/<layer>/mean|variance)
+    and come back on load_state(); conv-bn also checks the second statistics pass."""
+    from tfnet.train import TFTrainer
+
+    imgs, labels = images
+    recipe = RECIPES[name].with_overrides(batch_size=8)
+    batch = lambda s: (imgs[8 * s:8 * (s + 1)], labels[8 * s:8 * (s + 1)])  # noqa: E731
+    first = TFTrainer(recipe, seed=3)
+    assert not first.state()["bn/bn1/mean"].any()  # shadows start at zero
+    for s in range(2):
+        first.train_step(*batch(s))
+    saved = first.state()
+    for s in range(2, 4):
+        first.train_step(*batch(s))
+    second = TFTrainer(recipe, seed=11)
+    second.load_state(saved)
+    for s in range(2, 4):
+        second.train_step(*batch(s))
+    for k, v in first.state().items():
+        if not k.startswith("rng/"):
+            np.testing.assert_array_equal(v, second.state()[k], err_msg=k)
+
+
 def test_both_engines_start_from_the_same_weights():
     from scratchnet.train import Trainer
 
