@@ -96,8 +96,6 @@ class _Biased(Layer):
     normalisation, whose offset replaces it). The op then adds a zero bias, which changes
     no value, and the layer drops its gradient."""
 
-    b_init = None
-
     def build(self, rng=None, dtype=np.float32):
         super().build(rng, dtype)
         self._zero_bias = None if self.b_init is not None else np.zeros(self.out_features, dtype)

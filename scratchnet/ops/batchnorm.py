@@ -27,9 +27,12 @@ Backward through the batch statistics, the computational graph one node at a tim
                                             dμ   = −Σ dxc                           (node 2)
                                             dx   = dxc + dμ / M                     (nodes 2, 1)
 
-Substituting gives the compact form (what the fast kernel computes in one pass)::
+Substituting gives the compact form::
 
     dx = (γ · rstd / M) · (M·dy − Σ dy − x̂ · Σ(dy · x̂))
+
+(the fast kernel evaluates it from two per-channel sums, Σdy and Σx·dy, in one reduction
+sweep and one writing sweep, arranged as TensorFlow's gradient graph: ``kernels.batchnorm``).
 
 With fixed statistics (evaluation mode) only node 6 and the scaling remain:
 dx = dy · γ · rstd.
