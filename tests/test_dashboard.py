@@ -352,15 +352,20 @@ def test_a_trainer_can_add_series_shown_in_the_fifth_panel(tmp_path):
     assert fig.axes[4].get_title().startswith("Batch-max activations") and len(fig.axes[4].collections) == 4
 
 
+def train_mlp5_with_dashboard(out, steps):
+    """``scratchnet train mlp5 --dashboard`` started in the background."""
+    return subprocess.Popen(COMMAND + ["train", "mlp5", "--steps", str(steps), "--no-progress", "--dashboard",
+                                       "--out", str(out)], env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+
+
 @pytest.mark.slow
 def test_the_dashboard_updates_while_the_run_trains(tmp_path):
     """The image is replaced during training, not only at the end, and is whole each time."""
     from PIL import Image
 
     out = tmp_path / "run"
-    process = subprocess.Popen(COMMAND + ["train", "mlp5", "--steps", "3000", "--no-progress", "--dashboard",
-                                          "--out", str(out)], env=ENV, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
+    process = train_mlp5_with_dashboard(out, 3000)
     seen = set()
     while process.poll() is None:
         png = out / "dashboard.png"
@@ -377,9 +382,7 @@ def test_the_dashboard_updates_while_the_run_trains(tmp_path):
 @pytest.mark.slow
 def test_an_interrupted_run_says_so_and_a_resume_continues_its_log(tmp_path):
     out = tmp_path / "run"
-    process = subprocess.Popen(COMMAND + ["train", "mlp5", "--steps", "2000", "--no-progress", "--dashboard",
-                                          "--out", str(out)], env=ENV, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
+    process = train_mlp5_with_dashboard(out, 2000)
     log = out / "dashboard" / "log.jsonl"
     while process.poll() is None and not (log.exists() and '"kind": "test"' in log.read_text()):
         time.sleep(0.2)
