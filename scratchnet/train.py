@@ -182,14 +182,10 @@ def resume_problem(meta: dict, recipe: str, engine: str, dtype) -> str | None:
     return None
 
 
-def _read_metrics(path: Path) -> list[dict]:
-    return [json.loads(l) for l in path.read_text().splitlines() if l.strip()] if path.exists() else []
-
-
 def _keep_metrics_upto(path: Path, step: int) -> list[dict]:
     """Drop the lines of ``path`` past ``step`` (written after the checkpoint a run resumes
     from), atomically; return the lines kept."""
-    lines = _read_metrics(path)
+    lines = [json.loads(l) for l in path.read_text().splitlines() if l.strip()] if path.exists() else []
     kept = [l for l in lines if l["step"] <= step]
     if len(kept) < len(lines):
         tmp = path.with_name(f".{path.name}.tmp")

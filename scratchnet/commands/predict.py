@@ -3,7 +3,6 @@ its top-3 probabilities, the 28×28 input drawn in the terminal, and optionally 
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +54,8 @@ def figure(path: Path, inputs: list[tuple[str, np.ndarray, int | None]], probabi
 
 def predict_command(args) -> int:
     from ..data import load_mnist
-    from ..inference import load_image, predict
+    from ..inference import load_image
+    from ..ops import softmax
     from .evaluate import restore
     from .train import checkpoint_path
 
@@ -65,8 +65,8 @@ def predict_command(args) -> int:
     if args.test_index:
         test = load_mnist(args.data_dir).test
         inputs += [(f"test image {i}", test.images[i, :, :, 0], int(test.labels[i])) for i in args.test_index]
-    with trainer.ema.averaged(trainer.model.params) if trainer.recipe.eval_with_ema else nullcontext():
-        probabilities = predict(trainer.model, np.stack([x for _, x, _ in inputs]))
+    images = np.stack([x for _, x, _ in inputs])[..., None]  # [N, 28, 28, 1]
+    probabilities = softmax(trainer.logits(images, use_ema=trainer.recipe.eval_with_ema))
     print(f"{path}: recipe {trainer.recipe.name}, step {trainer.step}"
           f"{', moving-average weights' if trainer.recipe.eval_with_ema else ''}\n")
     for (title, image, label), p in zip(inputs, probabilities):
