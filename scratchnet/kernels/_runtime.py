@@ -27,6 +27,7 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +100,30 @@ def add_up(parts):
     for p in parts[1:]:
         total += p
     return total
+
+
+# --- the chunk size a tuned choice asks for ------------------------------------------------
+
+_chunk = ContextVar("scratchnet_chunk", default=None)
+
+
+@contextmanager
+def chunk_size(n: int | None):
+    """Inside: the kernels size their chunks as ``n`` (im2col: rows; wide and Winograd:
+    images) instead of by their own rule; ``None`` keeps the rule. ``kernels.tuning``
+    sets it around one call, in the calling thread, which is where the chunks are sized."""
+    if n is None:
+        yield
+        return
+    token = _chunk.set(n)
+    try:
+        yield
+    finally:
+        _chunk.reset(token)
+
+
+def chosen_chunk() -> int | None:
+    return _chunk.get()
 
 
 # --- OpenBLAS thread count --------------------------------------------------------------

@@ -40,6 +40,11 @@ Backward, with dY [N, Ho, Wo, F] seen as a matrix [N·Ho·Wo, F]:
   windows never race.
 * A network's first layer needs no dX at all: ``conv2d_backward_params`` (used by the
   training step through ``Sequential.backward(..., input_grad=False)``).
+
+Which of these runs (and with which chunk size) is decided per layer shape by ``choose``:
+by measurement on this machine where ``kernels.tuning`` has a cached result (``scratchnet
+tune``, or ``SCRATCHNET_TUNE=1`` at first use), else by the built-in rules above
+(``_builtin``). Every candidate computes the same convolution (``tests/test_tuning.py``).
 """
 
 from __future__ import annotations
@@ -51,10 +56,17 @@ import numpy as np
 from numba import uint64 as U
 
 from ..ops.conv import spatial_geometry
-from ._runtime import add_up, blas_single, njit, parallel, scratch
+from . import tuning
+from ._runtime import add_up, blas_single, chosen_chunk, chunk_size, njit, parallel, scratch
+from .tuning import Choice, conv_key
 from .winograd import use_winograd, winograd_backward, winograd_forward
 
-# --- which algorithm: "auto" (Winograd where it measured faster, else im2col) or "direct" ----
+# --- which algorithm: "auto", "direct" (never Winograd) or "untuned" ---------------------------
+#
+# "auto": the fastest candidate measured on this machine (``kernels.tuning``) where there is
+# a measurement for the layer's shape, else the built-in rules. "direct": the same without
+# Winograd. "untuned": the built-in rules, measurements ignored (what every machine ran
+# before tuning; for A/B comparisons).
 #
 # Winograd rounds each output of a 2x2 tile differently, so two outputs whose receptive
 # fields are identical (MNIST's blank background) are no longer bit-identical. A max-pool
@@ -63,7 +75,7 @@ from .winograd import use_winograd, winograd_backward, winograd_forward
 # The parity harness's layer-by-layer walk, which compares input gradients position by
 # position, therefore pins "direct" (docs/parity.md).
 
-CONV_ALGORITHMS = ("auto", "direct")
+CONV_ALGORITHMS = ("auto", "direct", "untuned")
 _algorithm = os.environ.get("SCRATCHNET_CONV_ALGORITHM", "auto")
 if _algorithm not in CONV_ALGORITHMS:
     raise ValueError(f"SCRATCHNET_CONV_ALGORITHM={_algorithm!r}; choose one of {CONV_ALGORITHMS}")
@@ -71,7 +83,8 @@ if _algorithm not in CONV_ALGORITHMS:
 
 @contextmanager
 def conv_algorithm(name: str):
-    """Inside: convolutions use ``name`` ("auto" or "direct", i.e. never Winograd)."""
+    """Inside: convolutions use ``name`` ("auto"; "direct", i.e. never Winograd; or
+    "untuned", the built-in rules whatever was measured)."""
     global _algorithm
     if name not in CONV_ALGORITHMS:
         raise ValueError(f"unknown convolution algorithm {name!r}; choose one of {CONV_ALGORITHMS}")
@@ -82,8 +95,46 @@ def conv_algorithm(name: str):
         _algorithm = saved
 
 
-def _winograd(kh, kw, c, f, stride) -> bool:
-    return _algorithm == "auto" and use_winograd(kh, kw, c, f, stride)
+# The candidates of each pass (``kernels.tuning.candidates`` lists those valid for a shape):
+#   fwd  im2col (y = col @ W2), im2col-t (yᵀ = W2ᵀ @ colᵀ), wide, winograd
+#   dx   col2im (dcol = dY @ W2ᵀ, scatter), flipped (dX as a convolution of dY; -t: yᵀ), winograd
+#   dw   im2col, wide, winograd
+#   bwd  winograd (dx and dw in one pass, sharing dY's transform) or split (dx and dw apart)
+ALGORITHMS = {"fwd": ("im2col", "im2col-t", "wide", "winograd"),
+              "dx": ("col2im", "flipped", "flipped-t", "winograd"),
+              "dw": ("im2col", "wide", "winograd"),
+              "bwd": ("winograd", "split")}
+
+
+def _builtin(pass_: str, key, winograd: bool) -> Choice:
+    """The built-in rules, without measurement: what runs where nothing was tuned."""
+    n, h, w, c, kh, kw, f, stride = key[:8]
+    if winograd and use_winograd(kh, kw, c, f, stride):
+        return Choice("winograd")
+    if pass_ == "bwd":
+        return Choice("split")
+    if pass_ == "dx":
+        # (With F >= C the scatter wins: its GEMM dY @ W2ᵀ has K = F, N = KH·KW·C, a better
+        # shape than the flipped one's N = C. deep-CNN conv2, F = 64, C = 32: 12.0 vs 12.8 ms
+        # single thread, min of 5 interleaved runs.)
+        return Choice("flipped" if stride == 1 and c >= 4 and f < c else "col2im")
+    return Choice("wide" if _use_wide(c, f, stride) else "im2col")
+
+
+def choose(pass_: str, key, *, first_use: bool | None = None) -> Choice:
+    """The algorithm and chunk size of one pass ("fwd", "dx", "dw", "bwd") for ``key``
+    (``tuning.conv_key``) under the current ``conv_algorithm``. ``first_use``: measure a
+    shape not measured yet (default: ``SCRATCHNET_TUNE``)."""
+    if _algorithm != "untuned":
+        measured = tuning.measured(pass_, key, winograd=_algorithm == "auto", first_use=first_use)
+        if measured is not None:
+            return measured
+    return _builtin(pass_, key, winograd=_algorithm != "direct")
+
+
+def _cache_key(cache):
+    x, w, stride, _, pads = cache
+    return conv_key(x.shape, w.shape, stride, pads, x.dtype)
 
 
 # Column chunk: ~256 KB (a quarter of Zen 4's 1 MB L2, so the chunk, the packed GEMM
@@ -96,7 +147,7 @@ MIN_ROWS, MAX_ROWS = 320, 2048
 
 
 def _chunk_rows(k: int, itemsize: int) -> int:
-    return int(min(MAX_ROWS, max(MIN_ROWS, ROWS_TARGET_BYTES // max(1, k * itemsize))))
+    return chosen_chunk() or int(min(MAX_ROWS, max(MIN_ROWS, ROWS_TARGET_BYTES // max(1, k * itemsize))))
 
 
 @njit
@@ -195,10 +246,11 @@ def _col2im_add(dcol, dx, r0, r1, kh, kw, stride, pt, pl, ho, wo):
 # measured slower than im2col, so ``_use_wide`` only picks it for stride 1, C <= 4.
 
 WIDE_TARGET_BYTES = 1 << 19  # colt per chunk of images: ~512 KB, L2-resident
+WIDE_MAX_CHANNELS = 16  # where tuning also times the wide path (it copies K = KH·KW·C planes per image)
 
 
 def _use_wide(c, f, stride):
-    # Measured (one thread): a clear win for the first layers (C = 1, stride 1: conv 5x5
+    # The built-in rule. Measured (one thread): a clear win for the first layers (C = 1, stride 1: conv 5x5
     # and 6x6 on 28x28, 3-6x faster than im2col + GEMM). For the stride-2 layers of
     # conv3 (C = 4..12) the phase planes and K short copies per image cost more than
     # im2col's runs of KW·C floats, so those keep the im2col path.
@@ -302,7 +354,7 @@ def _planes(x, kh, kw, stride, pt, pl, out_hw):
 
 
 def _wide_chunks(k, length, itemsize):
-    return max(1, WIDE_TARGET_BYTES // (k * length * itemsize))
+    return chosen_chunk() or max(1, WIDE_TARGET_BYTES // (k * length * itemsize))
 
 
 def _chunk_view(buf, rows, cols):
@@ -367,8 +419,10 @@ def _filter_grad_wide(x, dy, kh, kw, stride, pt, pl, out_hw):
         return add_up(parallel(work, n))
 
 
-def _correlate(src, w2, kh, kw, stride, pt, pl, out_hw, bias=None):
-    """y [N, Ho, Wo, F] = im2col(src) @ w2 (+ bias), chunked over the worker threads."""
+def _correlate(src, w2, kh, kw, stride, pt, pl, out_hw, bias=None, transposed=False):
+    """y [N, Ho, Wo, F] = im2col(src) @ w2 (+ bias), chunked over the worker threads.
+    ``transposed``: each chunk as yᵀ = w2ᵀ @ colᵀ (the pixels as BLAS's long dimension, as
+    in the wide path), then transposed into y."""
     n = src.shape[0]
     ho, wo = out_hw
     k, f = w2.shape
@@ -376,13 +430,23 @@ def _correlate(src, w2, kh, kw, stride, pt, pl, out_hw, bias=None):
     y = np.empty((n, ho, wo, f), src.dtype)
     y2 = y.reshape(m, f)
     rows = _chunk_rows(k, src.itemsize)
+    w2t = np.ascontiguousarray(w2.T) if transposed else None
 
     def work(a, b):
         col = scratch("col", (rows, k), src.dtype)
+        yt = scratch("yt", (f, rows), src.dtype) if transposed else None
         for s in range(a, b, rows):
             e = min(s + rows, b)
             _im2col(src, col, s, e, kh, kw, stride, pt, pl, ho, wo)
             out = y2[s:e]
+            if transposed:
+                ytm = _chunk_view(yt, f, e - s)
+                np.dot(w2t, col[:e - s].T, out=ytm)
+                if bias is not None:
+                    np.add(ytm.T, bias, out=out)
+                else:
+                    out[...] = ytm.T
+                continue
             np.dot(col[:e - s], w2, out=out)
             if bias is not None:
                 out += bias
@@ -394,17 +458,24 @@ def _correlate(src, w2, kh, kw, stride, pt, pl, out_hw, bias=None):
 
 def conv2d_forward(x, w, b, stride: int = 1, padding: str = "SAME"):
     """Return ``y [N, Ho, Wo, F]`` and the cache for ``conv2d_backward`` (this module's)."""
-    kh, kw, c, f = w.shape
-    out_hw, pads = spatial_geometry(x.shape, (kh, kw), (stride, stride), padding)
+    out_hw, pads = spatial_geometry(x.shape, w.shape[:2], (stride, stride), padding)
     x = np.ascontiguousarray(x)
-    w2 = np.ascontiguousarray(w).reshape(kh * kw * c, f)
-    if _winograd(kh, kw, c, f, stride):
-        y = winograd_forward(x, w, b, pads, out_hw)
-    elif _use_wide(c, f, stride):
-        y = _correlate_wide(x, w2, kh, kw, stride, pads[0][0], pads[1][0], out_hw, b)
-    else:
-        y = _correlate(x, w2, kh, kw, stride, pads[0][0], pads[1][0], out_hw, bias=b)
-    return y, (x, w, stride, out_hw, pads)
+    choice = choose("fwd", conv_key(x.shape, w.shape, stride, pads, x.dtype))
+    return forward_with(choice, x, w, b, stride, pads, out_hw), (x, w, stride, out_hw, pads)
+
+
+def forward_with(choice: Choice, x, w, b, stride, pads, out_hw):
+    """y of ``conv2d_forward`` by the algorithm and chunk size of ``choice``."""
+    kh, kw, c, f = w.shape
+    pt, pl = pads[0][0], pads[1][0]
+    with chunk_size(choice.chunk):
+        if choice.algorithm == "winograd":
+            return winograd_forward(x, w, b, pads, out_hw)
+        w2 = np.ascontiguousarray(w).reshape(kh * kw * c, f)
+        if choice.algorithm == "wide":
+            return _correlate_wide(x, w2, kh, kw, stride, pt, pl, out_hw, b)
+        assert choice.algorithm in ("im2col", "im2col-t"), choice
+        return _correlate(x, w2, kh, kw, stride, pt, pl, out_hw, bias=b, transposed=choice.algorithm == "im2col-t")
 
 
 def _filter_grad(x, dy2, kh, kw, stride, pt, pl, out_hw):
@@ -456,34 +527,55 @@ def _input_grad_scatter(dy2, w2, x_shape, kh, kw, stride, pt, pl, out_hw):
 
 def conv2d_backward_filter(dy, cache):
     """``dw [KH, KW, C, F]`` alone (for benchmarks; ``conv2d_backward`` is what layers call)."""
+    return filter_grad_with(choose("dw", _cache_key(cache)), np.ascontiguousarray(dy), cache)
+
+
+def filter_grad_with(choice: Choice, dy, cache):
+    """dw by the algorithm and chunk size of ``choice``; dy C-contiguous."""
     x, w, stride, out_hw, pads = cache
     kh, kw, c, f = w.shape
-    dy = np.ascontiguousarray(dy)
-    if _winograd(kh, kw, c, f, stride):
-        return winograd_backward(x, w, dy, pads, out_hw, need_dx=False)[1]
-    if _use_wide(c, f, stride):
-        return _filter_grad_wide(x, dy, kh, kw, stride, pads[0][0], pads[1][0], out_hw).reshape(w.shape)
-    dy2 = dy.reshape(-1, f)
-    return _filter_grad(x, dy2, kh, kw, stride, pads[0][0], pads[1][0], out_hw).reshape(w.shape)
+    with chunk_size(choice.chunk):
+        if choice.algorithm == "winograd":
+            return winograd_backward(x, w, dy, pads, out_hw, need_dx=False)[1]
+        if choice.algorithm == "wide":
+            return _filter_grad_wide(x, dy, kh, kw, stride, pads[0][0], pads[1][0], out_hw).reshape(w.shape)
+        assert choice.algorithm == "im2col", choice
+        dy2 = dy.reshape(-1, f)
+        return _filter_grad(x, dy2, kh, kw, stride, pads[0][0], pads[1][0], out_hw).reshape(w.shape)
 
 
 def conv2d_backward_input(dy, cache):
     """``dx [N, H, W, C]`` alone (for benchmarks; ``conv2d_backward`` is what layers call)."""
+    return input_grad_with(choose("dx", _cache_key(cache)), np.ascontiguousarray(dy), cache)
+
+
+def input_grad_with(choice: Choice, dy, cache):
+    """dx by the algorithm and chunk size of ``choice``; dy C-contiguous."""
     x, w, stride, out_hw, pads = cache
     kh, kw, c, f = w.shape
     (pt, _), (pl, _) = pads
-    dy = np.ascontiguousarray(dy)
-    if _winograd(kh, kw, c, f, stride):
-        return winograd_backward(x, w, dy, pads, out_hw, need_dw=False)[0]
-    if stride == 1 and c >= 4 and f < c:
-        # (With F >= C the scatter below wins: its GEMM dY @ W2ᵀ has K = F, N = KH·KW·C,
-        # a better shape than the flipped one's N = C. deep-CNN conv2, F = 64, C = 32:
-        # 12.0 vs 12.8 ms single thread, min of 5 interleaved runs.)
-        # flip in space, swap C and F: wt[p', q', f, c] = w[KH-1-p', KW-1-q', c, f]
-        wt = np.ascontiguousarray(w[::-1, ::-1].transpose(0, 1, 3, 2)).reshape(kh * kw * f, c)
-        return _correlate(dy, wt, kh, kw, 1, kh - 1 - pt, kw - 1 - pl, x.shape[1:3])
-    w2 = np.ascontiguousarray(w).reshape(kh * kw * c, f)
-    return _input_grad_scatter(dy.reshape(-1, f), w2, x.shape, kh, kw, stride, pt, pl, out_hw)
+    with chunk_size(choice.chunk):
+        if choice.algorithm == "winograd":
+            return winograd_backward(x, w, dy, pads, out_hw, need_dw=False)[0]
+        if choice.algorithm in ("flipped", "flipped-t"):  # stride 1 only
+            # flip in space, swap C and F: wt[p', q', f, c] = w[KH-1-p', KW-1-q', c, f]
+            wt = np.ascontiguousarray(w[::-1, ::-1].transpose(0, 1, 3, 2)).reshape(kh * kw * f, c)
+            return _correlate(dy, wt, kh, kw, 1, kh - 1 - pt, kw - 1 - pl, x.shape[1:3],
+                              transposed=choice.algorithm == "flipped-t")
+        assert choice.algorithm == "col2im", choice
+        w2 = np.ascontiguousarray(w).reshape(kh * kw * c, f)
+        return _input_grad_scatter(dy.reshape(-1, f), w2, x.shape, kh, kw, stride, pt, pl, out_hw)
+
+
+def backward_with(choice: Choice, dy, cache, dx_choice: Choice | None = None, dw_choice: Choice | None = None):
+    """(dx, dw): in one Winograd pass (``choice`` "winograd") or as two ("split")."""
+    if choice.algorithm == "winograd":  # dx and dw share the transform of dy
+        x, w, stride, out_hw, pads = cache
+        with chunk_size(choice.chunk):
+            return winograd_backward(x, w, dy, pads, out_hw)
+    key = _cache_key(cache)
+    return (input_grad_with(dx_choice or choose("dx", key), dy, cache),
+            filter_grad_with(dw_choice or choose("dw", key), dy, cache))
 
 
 def _bias_grad(dy):
@@ -508,7 +600,4 @@ def conv2d_backward(dy, cache):
     """Return ``dx [N, H, W, C], dw [KH, KW, C, F], db [F]``."""
     dy = np.ascontiguousarray(dy)
     db = _bias_grad(dy)
-    x, w, stride, out_hw, pads = cache
-    if _winograd(*w.shape, stride):  # dx and dw share the transform of dy
-        return (*winograd_backward(x, w, dy, pads, out_hw), db)
-    return conv2d_backward_input(dy, cache), conv2d_backward_filter(dy, cache), db
+    return (*backward_with(choose("bwd", _cache_key(cache)), dy, cache), db)

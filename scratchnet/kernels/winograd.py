@@ -42,7 +42,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ._runtime import add_up, blas_single, njit, parallel, scratch
+from ._runtime import add_up, blas_single, chosen_chunk, njit, parallel, scratch
 
 R = 5  # filter size
 M_OUT = 2  # outputs per tile side
@@ -87,9 +87,15 @@ def _transforms():
 
 
 def use_winograd(kh: int, kw: int, c: int, f: int, stride: int) -> bool:
-    """Square 5×5 filters, stride 1, at least 16 channels in and out. Measured for deep-CNN
-    conv2 (5×5, 32 -> 64); thinner layers keep im2col, whose GEMM is already short there."""
+    """The built-in rule: square 5×5 filters, stride 1, at least 16 channels in and out.
+    Measured for deep-CNN conv2 (5×5, 32 -> 64); thinner layers keep im2col, whose GEMM is
+    already short there. (``kernels.tuning`` times it on every layer ``winograd_applies`` to.)"""
     return stride == 1 and kh == kw == R and c >= 16 and f >= 16
+
+
+def winograd_applies(kh: int, kw: int, c: int, f: int, stride: int) -> bool:
+    """Where this F(2×2, 5×5) kernel is correct and may pay: 5×5 stride 1, ≥ 8 channels in and out."""
+    return stride == 1 and kh == kw == R and c >= 8 and f >= 8
 
 
 # The transforms are separable (rows, then columns), and each pass is a few long loops
@@ -281,7 +287,7 @@ def _geometry(x_shape, out_hw, pads, dtype):
     n, h, w, c = x_shape
     alpha = ALPHA
     th, tw = -(-out_hw[0] // M_OUT), -(-out_hw[1] // M_OUT)
-    per = max(1, TILES_PER_CHUNK // (th * tw))
+    per = chosen_chunk() or max(1, TILES_PER_CHUNK // (th * tw))  # images per GEMM batch
     hp = max(2 * th + alpha - 2, h + pads[0][0])
     wq = max(tw + (alpha - 1) // 2, (w + pads[1][0] + 1) // 2)
     at, g, bt = (a.astype(dtype) for a in _transforms())

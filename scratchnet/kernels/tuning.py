@@ -1,0 +1,506 @@
+"""Choosing the convolution kernels by measurement, per machine (cuDNN's "benchmark mode").
+
+The fast convolution has several algorithms for each pass (``conv.ALGORITHMS``: im2col in
+two GEMM orientations, the wide path, Winograd F(2×2, 5×5), dX as a convolution or by
+col2im) and a chunk size for each. Which is fastest depends on the CPU (vector width,
+cache sizes) and the BLAS, not only on the shape; the built-in rules in ``conv._builtin``
+were measured on one AMD EPYC. So, for one layer shape and pass:
+
+* ``candidates(pass_, key)`` lists the algorithms valid for it, each with a few chunk
+  sizes around its default (the default always among them);
+* ``tune(pass_, key)`` times every candidate on random inputs of that shape, with the
+  worker pool as training uses it: one warm-up call each (compilation, scratch buffers)
+  not counted, then ``repeats`` rounds in turn (so a slow spell of a loaded machine hits
+  every candidate alike), the median of each;
+* the result (every candidate's time, not just the winner) goes into a JSON file, and
+  ``conv.choose`` runs the fastest candidate allowed by ``conv_algorithm`` ("direct"
+  excludes Winograd, "untuned" ignores the file).
+
+Every candidate computes the same convolution; they differ in summation order only,
+within the float32 tolerance of ``tests/test_kernels.py`` (``tests/test_tuning.py`` checks
+each one against the NumPy reference). Without a measurement the built-in rules run.
+
+When: ``scratchnet tune [RECIPE ...]`` measures every convolution of the recipes'
+training steps and evaluation batches; with ``SCRATCHNET_TUNE=1`` a shape that has no
+measurement is tuned at its first use (off by default, so that tests and runs never
+depend on timings taken on the fly).
+
+Where: ``<Numba cache dir>/tuning/conv-<digest>.json`` (``SCRATCHNET_TUNING_DIR``
+overrides the folder), one file per ``machine()`` key: CPU model and vector extensions,
+worker threads, NumPy, Numba and BLAS versions, ``KERNEL_VERSION``. A file that does not
+parse, or whose key is another machine's, is ignored with one warning line; when the
+folder cannot be written, the measurements stay in memory for the process.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from ._runtime import CACHE_DIR, NUM_THREADS
+
+KERNEL_VERSION = 1  # bump when a kernel's speed changes enough to void earlier measurements
+FORMAT = 1
+PASSES = ("fwd", "dx", "dw", "bwd")
+REPEATS = 5
+TUNE_AT_FIRST_USE = os.environ.get("SCRATCHNET_TUNE", "") not in ("", "0")
+
+
+# --- choices and keys ----------------------------------------------------------------------------
+
+class Choice(NamedTuple):
+    """An algorithm of ``conv.ALGORITHMS`` and its chunk size (None: the kernel's own rule;
+    im2col, flipped, col2im: rows per chunk; wide, winograd: images per chunk)."""
+    algorithm: str
+    chunk: int | None = None
+
+    def __str__(self) -> str:
+        return self.algorithm if self.chunk is None else f"{self.algorithm}/{self.chunk}"
+
+    @classmethod
+    def parse(cls, text: str) -> "Choice":
+        name, _, chunk = text.partition("/")
+        return cls(name, int(chunk) if chunk else None)
+
+
+def conv_key(x_shape, w_shape, stride: int, pads, dtype) -> tuple:
+    """The shape key of a convolution: (N, H, W, C, KH, KW, F, stride, pads, dtype name),
+    pads = (top, bottom, left, right) as ``spatial_geometry`` gives them."""
+    (pt, pb), (pl, pr) = pads
+    return (*map(int, x_shape), *map(int, w_shape[:2]), int(w_shape[3]), int(stride),
+            (int(pt), int(pb), int(pl), int(pr)), np.dtype(dtype).name)
+
+
+def key_text(pass_: str, key: tuple) -> str:
+    """``"fwd 50x14x14x32 5x5x64 s1 SAME(2,2,2,2) float32"``: the entry's name in the cache file."""
+    n, h, w, c, kh, kw, f, s, pads, dtype = key
+    padding = "VALID" if not any(pads) else "SAME"
+    return f"{pass_} {n}x{h}x{w}x{c} {kh}x{kw}x{f} s{s} {padding}({','.join(map(str, pads))}) {dtype}"
+
+
+def _geometry(key):
+    n, h, w, c, kh, kw, f, s, (pt, pb, pl, pr), dtype = key
+    ho, wo = (h + pt + pb - kh) // s + 1, (w + pl + pr - kw) // s + 1
+    return n, h, w, c, kh, kw, f, s, ho, wo, np.dtype(dtype)
+
+
+# --- the candidates -------------------------------------------------------------------------------
+
+def _around(default: int, cap: int) -> list[int]:
+    """The default chunk and its half, double and quadruple, capped at one worker's share
+    (bigger chunks would leave a worker idle); the default itself is never changed."""
+    return sorted({default} | {max(1, min(v, cap)) for v in (default // 2, default * 2, default * 4)})
+
+
+def candidates(pass_: str, key: tuple) -> list[Choice]:
+    """Every algorithm and chunk size valid for this pass and shape."""
+    from .conv import WIDE_MAX_CHANNELS, _chunk_rows, _wide_chunks
+    from .winograd import M_OUT, TILES_PER_CHUNK, winograd_applies
+    n, h, w, c, kh, kw, f, s, ho, wo, dtype = _geometry(key)
+    share = -(-n // NUM_THREADS)  # images per worker
+    out: list[Choice] = []
+
+    def rows(name, k, pixels):
+        out.extend(Choice(name, r) for r in _around(_chunk_rows(k, dtype.itemsize), -(-pixels // NUM_THREADS)))
+
+    def images(name, default):
+        out.extend(Choice(name, p) for p in _around(default, share))
+
+    wide = c <= WIDE_MAX_CHANNELS
+    wide_default = _wide_chunks(kh * kw * c, ho * (wo + (kw - 1) // s), dtype.itemsize)
+    winograd = winograd_applies(kh, kw, c, f, s)
+    tiles = -(-ho // M_OUT) * -(-wo // M_OUT)
+    if pass_ == "fwd":
+        rows("im2col", kh * kw * c, n * ho * wo)
+        if f <= 32:  # the transposed orientation helps where F is BLAS's narrow dimension
+            rows("im2col-t", kh * kw * c, n * ho * wo)
+        if wide:
+            images("wide", wide_default)
+    elif pass_ == "dx":
+        rows("col2im", kh * kw * c, share * ho * wo * NUM_THREADS)
+        if s == 1:
+            rows("flipped", kh * kw * f, n * h * w)
+            if c <= 32:
+                rows("flipped-t", kh * kw * f, n * h * w)
+    elif pass_ == "dw":
+        rows("im2col", kh * kw * c, n * ho * wo)
+        if wide:
+            images("wide", wide_default)
+    elif pass_ != "bwd":
+        raise ValueError(f"unknown pass {pass_!r}; one of {PASSES}")
+    if winograd:
+        images("winograd", max(1, TILES_PER_CHUNK // tiles))
+    return out
+
+
+# --- timing ---------------------------------------------------------------------------------------
+
+def _arrays(key, seed: int = 0):
+    n, h, w, c, kh, kw, f, s, ho, wo, dtype = _geometry(key)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, h, w, c)).astype(dtype)
+    wt = (rng.standard_normal((kh, kw, c, f)) * 0.1).astype(dtype)
+    b = rng.standard_normal(f).astype(dtype)
+    dy = rng.standard_normal((n, ho, wo, f)).astype(dtype)
+    pads = ((key[8][0], key[8][1]), (key[8][2], key[8][3]))
+    return x, wt, b, dy, (x, wt, s, (ho, wo), pads)
+
+
+def runner(pass_: str, choice: Choice, key: tuple, arrays=None):
+    """A zero-argument callable running one pass of ``key`` by ``choice`` (for timing and tests)."""
+    from . import conv
+    x, w, b, dy, cache = arrays if arrays is not None else _arrays(key)
+    stride, out_hw, pads = cache[2:]
+    if pass_ == "fwd":
+        return lambda: conv.forward_with(choice, x, w, b, stride, pads, out_hw)
+    if pass_ == "dx":
+        return lambda: conv.input_grad_with(choice, dy, cache)
+    if pass_ == "dw":
+        return lambda: conv.filter_grad_with(choice, dy, cache)
+    return lambda: conv.backward_with(choice, dy, cache)
+
+
+def time_candidates(pass_: str, key: tuple, repeats: int = REPEATS, choices=None) -> dict[str, float]:
+    """Median milliseconds of each candidate: one warm-up call each (not counted), then
+    ``repeats`` rounds over all candidates in turn."""
+    arrays = _arrays(key)
+    runs = {str(c): runner(pass_, c, key, arrays) for c in (choices or candidates(pass_, key))}
+    for fn in runs.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(max(1, repeats)):
+            for name, fn in runs.items():
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
+    finally:
+        if enabled:
+            gc.enable()
+    return {name: round(1e3 * float(np.median(t)), 4) for name, t in times.items()}
+
+
+# --- the machine and the cache file -----------------------------------------------------------------
+
+_VECTOR = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx_vnni", "neon", "asimd", "sve")
+
+
+def _cpuinfo() -> dict[str, str]:
+    info: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if not line.strip():
+                    break  # the first processor is enough
+                k, _, v = line.partition(":")
+                info.setdefault(k.strip(), v.strip())
+    except OSError:
+        pass
+    return info
+
+
+def machine() -> dict:
+    """What the measurements depend on. A cache file is used only on an exact match."""
+    import numba
+    info = _cpuinfo()
+    flags = (info.get("flags") or info.get("Features") or "").split()
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        blas = f"{blas.get('name')} {blas.get('version')}"
+    except Exception:  # an older NumPy or an unusual build: the name is enough to differ
+        blas = "unknown"
+    return {"cpu": info.get("model name") or platform.processor() or platform.machine(),
+            "cpu_id": " ".join(f"{k} {info[k]}" for k in ("vendor_id", "cpu family", "model") if k in info),
+            "vector": sorted(fl for fl in flags if fl in _VECTOR or fl.startswith(("avx512", "amx"))),
+            "threads": NUM_THREADS, "numpy": np.__version__, "numba": numba.__version__, "blas": blas,
+            "kernels": KERNEL_VERSION}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("SCRATCHNET_TUNING_DIR") or Path(CACHE_DIR) / "tuning")
+
+
+def cache_path(mach: dict) -> Path:
+    digest = hashlib.sha256(json.dumps(mach, sort_keys=True).encode()).hexdigest()[:12]
+    return cache_dir() / f"conv-{digest}.json"
+
+
+_warned: set[str] = set()
+
+
+def warn(message: str) -> None:
+    """One line on stderr, once per process and message (never a traceback)."""
+    if message not in _warned:
+        _warned.add(message)
+        print(f"scratchnet: warning: {message}", file=sys.stderr)
+
+
+def _valid_entry(pass_: str, entry) -> dict | None:
+    """The entry's candidates that this scratchnet knows, or None if it is malformed."""
+    from .conv import ALGORITHMS
+    if not isinstance(entry, dict) or not isinstance(entry.get("ms"), dict):
+        return None
+    ms = {}
+    for name, t in entry["ms"].items():
+        if not isinstance(t, (int, float)) or isinstance(t, bool) or not math.isfinite(t) or t < 0:
+            return None
+        try:
+            choice = Choice.parse(name)
+        except ValueError:
+            return None
+        if choice.algorithm in ALGORITHMS.get(pass_, ()) and (choice.chunk is None or choice.chunk > 0):
+            ms[str(choice)] = float(t)
+    return {**entry, "ms": ms}
+
+
+class Store:
+    """The measurements of one machine: ``entries[key_text] = {"ms": {choice: ms}, ...}``,
+    read from and written to ``path`` (None: memory only)."""
+
+    def __init__(self, path: Path | None, mach: dict | None = None):
+        self.machine = mach if mach is not None else machine()
+        self.path = path
+        self.entries: dict[str, dict] = self._read(warn_about=True) if path is not None else {}
+        self.memo: dict = {}
+
+    def _read(self, warn_about: bool) -> dict:
+        say = warn if warn_about else (lambda message: None)
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return {}
+        except OSError as e:
+            say(f"tuning cache {self.path}: cannot read it ({e.strerror or e}); built-in convolution choices")
+            return {}
+        try:
+            data = json.loads(text)
+            if not isinstance(data, dict) or not isinstance(data.get("entries"), dict):
+                raise ValueError("no 'entries' table")
+        except ValueError as e:
+            say(f"tuning cache {self.path}: not a tuning file ({str(e).splitlines()[0][:80]}); ignored "
+                "(`scratchnet tune --force` rewrites it)")
+            return {}
+        if data.get("machine") != self.machine:
+            theirs = data.get("machine") if isinstance(data.get("machine"), dict) else {}
+            differ = [k for k in self.machine if theirs.get(k) != self.machine[k]] or ["format"]
+            say(f"tuning cache {self.path}: measured on another machine or library versions "
+                f"({', '.join(differ)} differ); ignored")
+            return {}
+        entries = {}
+        for name, entry in data["entries"].items():
+            good = _valid_entry(str(name).split(" ")[0], entry)
+            if good is None:
+                say(f"tuning cache {self.path}: entry {name!r} is malformed; ignored")
+                continue
+            entries[name] = good
+        return entries
+
+    def put(self, name: str, entry: dict) -> None:
+        self.entries[name] = entry
+        self.memo.clear()
+        self.save()
+
+    def save(self) -> None:
+        """Write atomically (a temporary file in the same folder, then a rename), keeping the
+        entries another process wrote meanwhile. If that fails, keep them in memory."""
+        if self.path is None:
+            return
+        tmp = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            merged = {**self._read(warn_about=False), **self.entries}
+            data = {"format": FORMAT, "machine": self.machine, "entries": dict(sorted(merged.items()))}
+            with tempfile.NamedTemporaryFile("w", dir=self.path.parent, prefix=".conv-", suffix=".tmp",
+                                             delete=False) as f:
+                tmp = f.name
+                json.dump(data, f, indent=1)
+                f.write("\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+            tmp = None
+        except OSError as e:
+            warn(f"cannot write the tuning cache {self.path} ({e.strerror or e}); "
+                 "the measurements stay in memory for this process")
+            self.path = None
+        finally:
+            if tmp is not None:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+
+
+_store: Store | None = None
+
+
+def store() -> Store:
+    """The process's store, read at first use."""
+    global _store
+    if _store is None:
+        mach = machine()
+        _store = Store(cache_path(mach), mach)
+    return _store
+
+
+# --- tuning and looking up -------------------------------------------------------------------------
+
+def tune(pass_: str, key: tuple, *, repeats: int = REPEATS, force: bool = False, into: Store | None = None) -> dict:
+    """Measure (unless already measured and not ``force``) and store one pass of one shape.
+    "bwd" (Winograd's joint dx + dw) also measures dx and dw, its alternative."""
+    st = into or store()
+    name = key_text(pass_, key)
+    if pass_ == "bwd":
+        for part in ("dx", "dw"):
+            tune(part, key, repeats=repeats, force=force, into=st)
+    if name in st.entries and not force:
+        return st.entries[name]
+    entry = {"ms": time_candidates(pass_, key, repeats), "repeats": repeats,
+             "tuned": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    st.put(name, entry)
+    return entry
+
+
+def tunable(pass_: str, key: tuple) -> bool:
+    """Whether the pass has alternatives to measure ("bwd": only where Winograd applies)."""
+    return bool(candidates(pass_, key))
+
+
+def ranking(pass_: str, key: tuple, *, winograd: bool = True, st: Store | None = None) -> list[tuple[str, float]]:
+    """The measured candidates, fastest first (Winograd left out unless ``winograd``). For
+    "bwd" the alternative "split" is the sum of dx's and dw's fastest."""
+    st = st or store()
+    entry = st.entries.get(key_text(pass_, key))
+    if entry is None:
+        return []
+    rows = [(c, t) for c, t in entry["ms"].items() if winograd or not c.startswith("winograd")]
+    if pass_ == "bwd":
+        parts = [ranking(p, key, winograd=winograd, st=st) for p in ("dx", "dw")]
+        if all(parts):
+            rows.append(("split", round(parts[0][0][1] + parts[1][0][1], 4)))
+    return sorted(rows, key=lambda r: r[1])
+
+
+def measured(pass_: str, key: tuple, *, winograd: bool = True, first_use: bool | None = None) -> Choice | None:
+    """The fastest measured candidate for this pass and shape, or None if it was not measured
+    (then, with ``SCRATCHNET_TUNE=1``, it is measured now)."""
+    st = store()
+    first_use = TUNE_AT_FIRST_USE if first_use is None else first_use
+    memo = (pass_, key, winograd, first_use)
+    if memo in st.memo:
+        return st.memo[memo]
+    if first_use and key_text(pass_, key) not in st.entries and tunable(pass_, key):
+        tune(pass_, key, into=st)
+    ranked = ranking(pass_, key, winograd=winograd, st=st)
+    choice = Choice.parse(ranked[0][0]) if ranked else None
+    st.memo[memo] = choice
+    return choice
+
+
+# --- what each layer runs -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PlanRow:
+    layer: str      # the Conv2D's name
+    pass_: str      # fwd, dx, dw
+    key: tuple      # conv_key
+    choice: Choice  # what the fast backend runs
+    source: str     # "measured" or "built-in"
+    joint: bool = False  # dx and dw in one Winograd pass
+
+    def __str__(self) -> str:
+        return f"{self.layer} {self.pass_} {self.choice}{' (dx+dw)' if self.joint else ''}"
+
+
+def conv_layers(model, batch: int) -> list[tuple]:
+    """``(layer, x_shape, first)`` for each Conv2D of ``model`` (a ``Sequential``, a ``Recipe``
+    or a recipe's name) at batch size ``batch``; ``first``: the first layer with parameters,
+    whose input gradient a training step skips."""
+    from ..layers import BatchNorm, Conv2D, Dropout, MaxPool2D, _Pointwise
+    from ..ops.conv import spatial_geometry
+    if isinstance(model, str):
+        from ..recipes import RECIPES
+        model = RECIPES[model]
+    layers = model.layers() if callable(getattr(model, "layers", None)) else model.layers
+    shape, out, seen_params = (batch, 28, 28, 1), [], False
+    for layer in layers:
+        has_params = bool(layer.param_specs())
+        if isinstance(layer, Conv2D) and shape is not None:
+            out.append((layer, shape, not seen_params))
+            (ho, wo), _ = spatial_geometry(shape, layer.kernel_size, (layer.stride,) * 2, layer.padding)
+            shape = (batch, ho, wo, layer.out_channels)
+        elif isinstance(layer, MaxPool2D) and shape is not None:
+            (ho, wo), _ = spatial_geometry(shape, layer.pool_size, layer.stride, layer.padding)
+            shape = (batch, ho, wo, shape[3])
+        elif not isinstance(layer, (_Pointwise, BatchNorm, Dropout)):
+            shape = None  # Flatten, Dense, Reshape, LSTM: no convolution follows in any recipe
+        seen_params = seen_params or has_params
+    return out
+
+
+def layer_key(layer, x_shape, dtype) -> tuple:
+    from ..ops.conv import spatial_geometry
+    _, pads = spatial_geometry(x_shape, layer.kernel_size, (layer.stride,) * 2, layer.padding)
+    return conv_key(x_shape, (*layer.kernel_size, layer.in_channels, layer.out_channels), layer.stride, pads, dtype)
+
+
+def conv_plan(model, batch: int, dtype=np.float32, *, training: bool = True) -> list[PlanRow]:
+    """What the fast backend runs for each convolution of ``model`` (a ``Sequential``, a
+    ``Recipe`` or a recipe's name) at this batch size, under the current ``conv_algorithm``:
+    a training step (fwd, then dw, and dx unless it is the first layer) or, with
+    ``training=False``, a forward pass. Looking up never measures."""
+    from . import conv
+    mode = conv._algorithm
+    rows = []
+
+    def row(layer, pass_, key, joint=False, choice=None):
+        got = measured(pass_, key, winograd=mode == "auto", first_use=False) if mode != "untuned" else None
+        choice = choice or got or conv._builtin(pass_, key, winograd=mode != "direct")
+        rows.append(PlanRow(layer.name or "conv", pass_, key, choice, "measured" if got else "built-in", joint))
+
+    for layer, shape, first in conv_layers(model, batch):
+        key = layer_key(layer, shape, dtype)
+        row(layer, "fwd", key)
+        if not training:
+            continue
+        both = None if first else conv.choose("bwd", key, first_use=False)
+        if both is not None and both.algorithm == "winograd":
+            row(layer, "dx", key, True, both)
+            row(layer, "dw", key, True, both)
+        else:
+            if not first:
+                row(layer, "dx", key)
+            row(layer, "dw", key)
+    return rows
+
+
+def plan_text(rows: list[PlanRow]) -> str:
+    """``conv1 fwd wide/2, dw wide/2; conv2 fwd im2col/320 ...`` (one line)."""
+    layers: dict[str, list[str]] = {}
+    for r in rows:
+        layers.setdefault(r.layer, []).append(f"{r.pass_} {r.choice}{'+' if r.joint else ''}")
+    return "; ".join(f"{name} {', '.join(parts)}" for name, parts in layers.items())
+
+
+def describe() -> str:
+    """One line: where the convolution choices of this process come from."""
+    st = store()
+    if st.entries:
+        return (f"convolution kernels: measured on this machine for {len(st.entries)} layer passes "
+                f"({st.path or 'in memory'}); the rest by the built-in rules")
+    return ("convolution kernels: built-in rules (no tuning cache for this machine; `scratchnet tune` "
+            "measures the candidates)")
