@@ -1,5 +1,5 @@
 """The ``scratchnet`` command: ``data``, ``train``, ``eval``, ``predict``, ``report``, ``parity``,
-``dashboard`` and ``plot``.
+``dashboard``, ``plot`` and ``tune``.
 
 Errors, for every command: ``scratchnet: error: <message>`` on stderr, no traceback
 (``--debug`` or ``SCRATCHNET_DEBUG=1`` shows it). Usage errors (a bad option, found before
@@ -106,6 +106,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     parity = sub.add_parser("parity", help="compare scratchnet with TensorFlow, tensor by tensor")
     add_parity_arguments(parity)
+
+    tune = sub.add_parser("tune", help="time the convolution algorithms of recipes on this machine; "
+                                       "cache and print the fastest per layer")
+    tune.add_argument("recipes", nargs="*", metavar="RECIPE",
+                      help="recipes to tune, or all (default: every recipe with a convolution)")
+    tune.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="default float32")
+    tune.add_argument("--force", action="store_true", help="measure again the shapes already in the cache")
+    tune.add_argument("--repeats", type=int, default=5, help="timed rounds per candidate (default 5; the median)")
+    tune.add_argument("--batch-size", type=int, help="the training batch (default: each recipe's)")
+    tune.add_argument("--eval-batch", type=int, help="the evaluation batch, forward only (default 1000; 0: none)")
     return parser
 
 
@@ -178,6 +188,14 @@ def validate(args) -> None:
             for option, path in (("--keras", args.keras), ("--input", args.input)):
                 if path is not None and not Path(path).is_file():
                     raise UsageError(f"{option} {path}: no such file")
+    if args.command == "tune":
+        from .recipes import RECIPES
+        unknown = [r for r in args.recipes if r not in RECIPES and r != "all"]
+        if unknown:
+            raise UsageError(f"tune: unknown recipe {unknown[0]!r}; choose from all, {', '.join(RECIPES)}")
+        _in_range("--repeats", args.repeats, 1)
+        _in_range("--batch-size", args.batch_size, 1, TRAIN_SIZE)
+        _in_range("--eval-batch", args.eval_batch, 0, TEST_SIZE)
 
 
 def _command(args):
@@ -186,6 +204,7 @@ def _command(args):
     from .commands.predict import predict_command
     from .commands.plot import plot
     from .commands.train import train
+    from .commands.tune import tune_command
 
     def data(args):
         from .data import summary_text
@@ -202,7 +221,7 @@ def _command(args):
         return run(args)
 
     return {"data": data, "train": train, "eval": evaluate, "predict": predict_command, "report": report,
-            "parity": parity, "dashboard": dashboard, "plot": plot}[args.command]
+            "parity": parity, "dashboard": dashboard, "plot": plot, "tune": tune_command}[args.command]
 
 
 def main(argv: list[str] | None = None) -> int:

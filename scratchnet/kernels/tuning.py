@@ -55,6 +55,7 @@ KERNEL_VERSION = 1  # bump when a kernel's speed changes enough to void earlier 
 FORMAT = 1
 PASSES = ("fwd", "dx", "dw", "bwd")
 REPEATS = 5
+MARGIN = 0.03  # another candidate replaces the built-in rule's only if it is faster by more than this
 TUNE_AT_FIRST_USE = os.environ.get("SCRATCHNET_TUNE", "") not in ("", "0")
 
 
@@ -104,45 +105,50 @@ def _around(default: int, cap: int) -> list[int]:
     return sorted({default} | {max(1, min(v, cap)) for v in (default // 2, default * 2, default * 4)})
 
 
-def candidates(pass_: str, key: tuple) -> list[Choice]:
-    """Every algorithm and chunk size valid for this pass and shape."""
+def _applicable(pass_: str, key: tuple) -> dict[str, tuple[int, int]]:
+    """``{algorithm: (default chunk, largest useful chunk)}`` of the algorithms valid for
+    this pass and shape (the chunk rules are the kernels' own: ``conv._chunk_rows``, …)."""
     from .conv import WIDE_MAX_CHANNELS, _chunk_rows, _wide_chunks
     from .winograd import M_OUT, TILES_PER_CHUNK, winograd_applies
+    if pass_ not in PASSES:
+        raise ValueError(f"unknown pass {pass_!r}; one of {PASSES}")
     n, h, w, c, kh, kw, f, s, ho, wo, dtype = _geometry(key)
     share = -(-n // NUM_THREADS)  # images per worker
-    out: list[Choice] = []
-
-    def rows(name, k, pixels):
-        out.extend(Choice(name, r) for r in _around(_chunk_rows(k, dtype.itemsize), -(-pixels // NUM_THREADS)))
-
-    def images(name, default):
-        out.extend(Choice(name, p) for p in _around(default, share))
-
-    wide = c <= WIDE_MAX_CHANNELS
-    wide_default = _wide_chunks(kh * kw * c, ho * (wo + (kw - 1) // s), dtype.itemsize)
-    winograd = winograd_applies(kh, kw, c, f, s)
-    tiles = -(-ho // M_OUT) * -(-wo // M_OUT)
+    rows_in, rows_out = _chunk_rows(kh * kw * c, dtype.itemsize), -(-n * ho * wo // NUM_THREADS)
+    wide = _wide_chunks(kh * kw * c, ho * (wo + (kw - 1) // s), dtype.itemsize), share
+    out: dict[str, tuple[int, int]] = {}
     if pass_ == "fwd":
-        rows("im2col", kh * kw * c, n * ho * wo)
+        out["im2col"] = rows_in, rows_out
         if f <= 32:  # the transposed orientation helps where F is BLAS's narrow dimension
-            rows("im2col-t", kh * kw * c, n * ho * wo)
-        if wide:
-            images("wide", wide_default)
+            out["im2col-t"] = rows_in, rows_out
     elif pass_ == "dx":
-        rows("col2im", kh * kw * c, share * ho * wo * NUM_THREADS)
+        out["col2im"] = rows_in, share * ho * wo  # the workers own whole images
         if s == 1:
-            rows("flipped", kh * kw * f, n * h * w)
+            flipped = _chunk_rows(kh * kw * f, dtype.itemsize), -(-n * h * w // NUM_THREADS)
+            out["flipped"] = flipped
             if c <= 32:
-                rows("flipped-t", kh * kw * f, n * h * w)
+                out["flipped-t"] = flipped
     elif pass_ == "dw":
-        rows("im2col", kh * kw * c, n * ho * wo)
-        if wide:
-            images("wide", wide_default)
-    elif pass_ != "bwd":
-        raise ValueError(f"unknown pass {pass_!r}; one of {PASSES}")
-    if winograd:
-        images("winograd", max(1, TILES_PER_CHUNK // tiles))
+        out["im2col"] = rows_in, rows_out
+    if pass_ in ("fwd", "dw") and c <= WIDE_MAX_CHANNELS:
+        out["wide"] = wide
+    if winograd_applies(kh, kw, c, f, s):
+        out["winograd"] = max(1, TILES_PER_CHUNK // (-(-ho // M_OUT) * -(-wo // M_OUT))), share
     return out
+
+
+def candidates(pass_: str, key: tuple) -> list[Choice]:
+    """Every algorithm and chunk size valid for this pass and shape."""
+    return [Choice(name, chunk) for name, (default, cap) in _applicable(pass_, key).items()
+            for chunk in _around(default, cap)]
+
+
+def resolved(pass_: str, choice: Choice, key: tuple) -> Choice:
+    """``choice`` with the chunk its kernel's own rule picks when it says None."""
+    if choice.chunk is not None or choice.algorithm == "split":
+        return choice
+    default = _applicable(pass_, key).get(choice.algorithm)
+    return Choice(choice.algorithm, default[0]) if default else choice
 
 
 # --- timing ---------------------------------------------------------------------------------------
@@ -395,8 +401,21 @@ def ranking(pass_: str, key: tuple, *, winograd: bool = True, st: Store | None =
     return sorted(rows, key=lambda r: r[1])
 
 
+def pick(pass_: str, key: tuple, *, winograd: bool = True, st: Store | None = None) -> tuple[Choice, float] | None:
+    """The chosen candidate and its time: the fastest, except that the built-in rule's choice
+    stays unless another is faster by more than ``MARGIN`` (timing noise does not move it)."""
+    from .conv import _builtin
+    ranked = ranking(pass_, key, winograd=winograd, st=st)
+    if not ranked:
+        return None
+    ms = dict(ranked)
+    builtin = str(resolved(pass_, _builtin(pass_, key, winograd=winograd), key))
+    name = builtin if builtin in ms and ms[builtin] <= ranked[0][1] * (1 + MARGIN) else ranked[0][0]
+    return Choice.parse(name), ms[name]
+
+
 def measured(pass_: str, key: tuple, *, winograd: bool = True, first_use: bool | None = None) -> Choice | None:
-    """The fastest measured candidate for this pass and shape, or None if it was not measured
+    """The measured choice (``pick``) for this pass and shape, or None if it was not measured
     (then, with ``SCRATCHNET_TUNE=1``, it is measured now)."""
     st = store()
     first_use = TUNE_AT_FIRST_USE if first_use is None else first_use
@@ -405,8 +424,8 @@ def measured(pass_: str, key: tuple, *, winograd: bool = True, first_use: bool |
         return st.memo[memo]
     if first_use and key_text(pass_, key) not in st.entries and tunable(pass_, key):
         tune(pass_, key, into=st)
-    ranked = ranking(pass_, key, winograd=winograd, st=st)
-    choice = Choice.parse(ranked[0][0]) if ranked else None
+    picked = pick(pass_, key, winograd=winograd, st=st)
+    choice = picked[0] if picked else None
     st.memo[memo] = choice
     return choice
 
@@ -458,11 +477,13 @@ def layer_key(layer, x_shape, dtype) -> tuple:
     return conv_key(x_shape, (*layer.kernel_size, layer.in_channels, layer.out_channels), layer.stride, pads, dtype)
 
 
-def conv_plan(model, batch: int, dtype=np.float32, *, training: bool = True) -> list[PlanRow]:
+def conv_plan(model, batch: int, dtype=np.float32, *, training: bool = True,
+              every_input_grad: bool = False) -> list[PlanRow]:
     """What the fast backend runs for each convolution of ``model`` (a ``Sequential``, a
     ``Recipe`` or a recipe's name) at this batch size, under the current ``conv_algorithm``:
-    a training step (fwd, then dw, and dx unless it is the first layer) or, with
-    ``training=False``, a forward pass. Looking up never measures."""
+    a training step (fwd, then dw, and dx unless it is the first layer or
+    ``every_input_grad``) or, with ``training=False``, a forward pass. Looking up never
+    measures."""
     from . import conv
     mode = conv._algorithm
     rows = []
@@ -473,6 +494,7 @@ def conv_plan(model, batch: int, dtype=np.float32, *, training: bool = True) -> 
         rows.append(PlanRow(layer.name or "conv", pass_, key, choice, "measured" if got else "built-in", joint))
 
     for layer, shape, first in conv_layers(model, batch):
+        first = first and not every_input_grad
         key = layer_key(layer, shape, dtype)
         row(layer, "fwd", key)
         if not training:

@@ -87,7 +87,11 @@ def run(args) -> int:
           "float64: judged on the max relative error (floor 1e-4 of each tensor's scale); TF receives "
           "every hyperparameter as a float64 tensor.\n"
           "float32: judged on the scaled error max|a-b|/max|b| (trajectories: the norm error "
-          "||a-b||/||b||); TF receives Python floats, as the tutorials wrote them.\n")
+          "||a-b||/||b||); TF receives Python floats, as the tutorials wrote them.")
+    if backend.get_backend() == "fast":
+        from scratchnet.kernels.tuning import describe
+        print(describe() + " (per layer: the models tables' notes)")
+    print()
     cases = []
     for dtype in dtypes:
         cases += run_sections(np.dtype(dtype), args.sections, full=args.full, steps=args.steps,

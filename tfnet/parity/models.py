@@ -78,7 +78,9 @@ def check_model(recipe, dtype=np.float64, *, batch_size: int = 4, seed: int = 0,
 
     ``training=False``: evaluation mode (dropout off; BatchNorm normalises with moving
     averages, set to random values in both engines)."""
+    from scratchnet import backend
     from scratchnet.kernels import conv_algorithm
+    from scratchnet.kernels.tuning import conv_plan, plan_text
     from scratchnet.model import Sequential
     from scratchnet.ops import LOSSES, l2_penalty
 
@@ -101,6 +103,7 @@ def check_model(recipe, dtype=np.float64, *, batch_size: int = 4, seed: int = 0,
 
     acts = [x]
     with conv_algorithm(conv):
+        plan = plan_text(conv_plan(model, len(x), dtype, every_input_grad=True)) if backend.get_backend() == "fast" else ""
         for layer in model.layers:
             acts.append(layer.forward(acts[-1], training=training))
         masks = stream.take()
@@ -137,7 +140,7 @@ def check_model(recipe, dtype=np.float64, *, batch_size: int = 4, seed: int = 0,
     case = _new_case("models", f"{recipe.name} (batch {batch_size}, {recipe.loss} ×{recipe.loss_scale:g}"
                      f"{', L2' if recipe.l2_scale else ''}{', fed dropout masks' if dropouts else ''}{mode})", dtype,
                      note="rows: outputs in forward order, loss, then gradients in backward order; "
-                          f"scratchnet's convolution algorithm: {conv}")
+                          f"scratchnet's convolution algorithm: {conv}{f' ({plan})' if plan else ''}")
     for layer, a, b in zip(model.layers, acts[1:], outs[1:]):
         case.add(f"{layer.name} output", a, b.numpy())
     case.add("loss", loss, tloss.numpy())

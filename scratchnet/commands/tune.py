@@ -1,0 +1,87 @@
+"""``scratchnet tune``: time the convolution candidates of recipes on this machine, cache the
+fastest (``scratchnet.kernels.tuning``) and print what each layer will run."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+SHOWN = 8  # candidates printed per row (the fastest; the rest are counted)
+
+
+def conv_recipes() -> list[str]:
+    from ..kernels.tuning import conv_layers
+    from ..recipes import RECIPES
+    return [name for name in RECIPES if conv_layers(name, 1)]
+
+
+def _shape(key) -> str:
+    n, h, w, c, kh, kw, f, s, pads, _ = key
+    return f"{h}x{w}x{c} {kh}x{kw}→{f} s{s} {'SAME' if any(pads) else 'VALID'}"
+
+
+def _passes(first: bool, training: bool, key) -> list[str]:
+    from ..kernels.tuning import tunable
+    if not training:
+        return ["fwd"]
+    return ["fwd", "dw"] + ([] if first else ["dx"] + (["bwd"] if tunable("bwd", key) else []))
+
+
+def tune_command(args) -> int:
+    from ..kernels import conv, tuning
+    from ..recipes import RECIPES
+    from ..train import EVAL_BATCH
+
+    names = conv_recipes() if not args.recipes or "all" in args.recipes else list(dict.fromkeys(args.recipes))
+    dtype = np.dtype(args.dtype)
+    eval_batch = EVAL_BATCH if args.eval_batch is None else args.eval_batch
+    st = tuning.store()
+    m = st.machine
+    print(f"machine: {m['cpu']} ({m['cpu_id'] or 'no cpuinfo'}), {m['threads']} worker thread(s); "
+          f"vector extensions: {' '.join(m['vector']) or 'none listed'}")
+    print(f"libraries: NumPy {m['numpy']}, Numba {m['numba']}, BLAS {m['blas']}; kernel version {m['kernels']}")
+    print(f"cache: {st.path or 'memory only (the folder cannot be written)'}")
+    print(f"times: median ms of {args.repeats} round(s) after one warm-up call; * marks the built-in rule's "
+          f"choice, which stays unless another is {tuning.MARGIN:.0%} faster; 'vs built-in' = its time / the "
+          "chosen one's\n")
+    print(f"{'recipe':<14} {'layer':<6} {'batch':>5} {'pass':<4} {'shape':<24} {'chosen':<14} {'ms':>8} "
+          f"{'vs built-in':>11}  candidates (ms)")
+    done: set[str] = set()
+    started = time.perf_counter()
+    for name in names:
+        recipe = RECIPES[name]
+        layers = tuning.conv_layers(recipe, 1)
+        if not layers:
+            print(f"{name:<14} (no convolutions)")
+            continue
+        runs = [(args.batch_size or recipe.batch_size, True)] + ([(eval_batch, False)] if eval_batch else [])
+        for batch, training in runs:
+            for layer, shape, first in tuning.conv_layers(recipe, batch):
+                key = tuning.layer_key(layer, shape, dtype)
+                for pass_ in _passes(first, training, key):
+                    text = tuning.key_text(pass_, key)
+                    if text not in done:
+                        tuning.tune(pass_, key, repeats=args.repeats, force=args.force, into=st)
+                        done.update({text, tuning.key_text("dx", key), tuning.key_text("dw", key)}
+                                    if pass_ == "bwd" else {text})
+                    print(_row(name, layer.name, batch, pass_, key, st, conv, tuning))
+    print(f"\n{len(done)} layer passes measured or read in {time.perf_counter() - started:.1f} s; "
+          f"{tuning.describe()}")
+    return 0
+
+
+def _row(recipe, layer, batch, pass_, key, st, conv, tuning) -> str:
+    ranked = tuning.ranking(pass_, key, st=st)
+    builtin = str(tuning.resolved(pass_, conv._builtin(pass_, key, winograd=True), key))
+    ms = dict(ranked)
+    choice, best = tuning.pick(pass_, key, st=st)
+    chosen = str(choice)
+    vs = f"{ms[builtin] / best:.2f}×" if builtin in ms and best > 0 else ""
+    shown = ", ".join(f"{c}{'*' if c == builtin else ''} {t:.2f}" for c, t in ranked[:SHOWN])
+    if len(ranked) > SHOWN:
+        rest = f" (+{len(ranked) - SHOWN} slower"
+        rest += f"; built-in {builtin} {ms[builtin]:.2f})" if builtin in dict(ranked[SHOWN:]) else ")"
+        shown += rest
+    return (f"{recipe:<14} {layer:<6} {batch:>5} {pass_:<4} {_shape(key):<24} {chosen:<14} {best:8.2f} "
+            f"{vs:>11}  {shown}")
