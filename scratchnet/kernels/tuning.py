@@ -287,7 +287,7 @@ class Store:
         say = warn if warn_about else (lambda message: None)
         try:
             text = self.path.read_text()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # nothing measured yet
             return {}
         except OSError as e:
             say(f"tuning cache {self.path}: cannot read it ({e.strerror or e}); built-in convolution choices")

@@ -1,0 +1,268 @@
+"""Choosing convolution kernels by measurement (``scratchnet.kernels.tuning``).
+
+* Every candidate the tuner may pick computes the convolution: each algorithm and chunk
+  size of every pass, at representative shapes, against the NumPy reference in float64 and
+  float32 (``test_kernels``'s tolerances), plus each algorithm with tiny chunks (many
+  ragged chunks per worker). Whatever a machine measures, results stay inside them.
+* The cache: a round trip; another machine's file is not used; a corrupt file is ignored
+  with one warning line; an unwritable folder keeps the measurements in memory; the
+  dispatch follows a measurement, "direct" still excludes Winograd, "untuned" ignores it;
+  without a measurement the built-in rules run.
+
+Every test runs on its own store (memory or tmp_path): a cache the machine already has is
+never read, and nothing here times anything except ``tune`` at tiny shapes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+import scratchnet.kernels as fast
+import scratchnet.ops as ref
+from scratchnet.kernels import conv, tuning
+from scratchnet.kernels.tuning import PASSES, Choice, Store, candidates, conv_key, key_text, runner
+from scratchnet.ops.conv import spatial_geometry
+
+from commandline import COMMAND, ENV, assert_fails, scratchnet
+from test_kernels import DTYPES, close, rand
+
+
+@pytest.fixture(autouse=True)
+def empty_store(monkeypatch):
+    """A fresh in-memory store for every test (the machine's own cache is never read)."""
+    st = Store(None)
+    monkeypatch.setattr(tuning, "_store", st)
+    monkeypatch.setattr(tuning, "TUNE_AT_FIRST_USE", False)
+    return st
+
+
+def setup(case, dtype):
+    n, h, w_, c, kh, kw, f, stride, padding = case
+    rng = np.random.default_rng(11)
+    x, w, b = rand(rng, (n, h, w_, c), dtype), rand(rng, (kh, kw, c, f), dtype), rand(rng, (f,), dtype)
+    y0, c0 = ref.conv2d_forward(x, w, b, stride, padding)
+    dy = rand(rng, y0.shape, dtype)
+    dx0, dw0, _ = ref.conv2d_backward(dy, c0)
+    out_hw, pads = spatial_geometry(x.shape, (kh, kw), (stride, stride), padding)
+    key = conv_key(x.shape, w.shape, stride, pads, dtype)
+    return key, (x, w, b, dy, (x, w, stride, out_hw, pads)), {"fwd": (y0,), "dx": (dx0,), "dw": (dw0,),
+                                                              "bwd": (dx0, dw0)}
+
+
+def check_candidates(case, dtype, expect=()):
+    """Every candidate of every pass, and each algorithm with tiny chunks, against the reference;
+    ``expect``: algorithms that must be among the candidates."""
+    key, arrays, want = setup(case, dtype)
+    seen = set()
+    for pass_ in PASSES:
+        choices = candidates(pass_, key)
+        tiny = {Choice(c.algorithm, 1 if c.algorithm in ("wide", "winograd") else 37) for c in choices}
+        choices += sorted(tiny) + ([Choice("split")] if pass_ == "bwd" else [])
+        for choice in choices:
+            got = runner(pass_, choice, key, arrays)()
+            for name, g, r in zip(("dx", "dw") if pass_ == "bwd" else (pass_,), got if pass_ == "bwd" else (got,),
+                                  want[pass_]):
+                close(g, r, dtype, f"{pass_} {choice}: {name}")
+            seen.add(choice.algorithm)
+    assert set(expect) <= seen, f"{set(expect) - seen} not among the candidates"
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+class TestEveryCandidate:
+    def test_thin_first_layer(self, dtype): check_candidates((3, 28, 28, 1, 6, 6, 6, 1, "SAME"), dtype, ["wide", "im2col-t", "flipped"])  # noqa: E501, E704
+    def test_deep_cnn_conv1(self, dtype): check_candidates((2, 28, 28, 1, 5, 5, 32, 1, "SAME"), dtype, ["wide", "col2im"])  # noqa: E704
+    def test_stride2_thin(self, dtype): check_candidates((3, 28, 28, 6, 5, 5, 12, 2, "SAME"), dtype, ["wide", "im2col-t"])  # noqa: E704
+    def test_stride2_even_kernel(self, dtype): check_candidates((3, 14, 14, 12, 4, 4, 24, 2, "SAME"), dtype, ["wide"])  # noqa: E704
+    def test_stride2_wide_channels(self, dtype): check_candidates((2, 28, 28, 24, 5, 5, 48, 2, "SAME"), dtype)  # noqa: E704
+    def test_winograd_deep_cnn_conv2(self, dtype): check_candidates((3, 14, 14, 32, 5, 5, 64, 1, "SAME"), dtype, ["winograd", "flipped-t"])  # noqa: E501, E704
+    def test_winograd_odd_valid(self, dtype): check_candidates((2, 9, 11, 16, 5, 5, 16, 1, "VALID"), dtype, ["winograd", "wide"])  # noqa: E501, E704
+    def test_winograd_narrowest(self, dtype): check_candidates((5, 13, 14, 8, 5, 5, 8, 1, "SAME"), dtype, ["winograd"])  # noqa: E704
+    def test_flipped_even_kernel(self, dtype): check_candidates((3, 14, 14, 6, 6, 6, 5, 1, "SAME"), dtype, ["flipped"])  # noqa: E704
+    def test_non_square_valid(self, dtype): check_candidates((2, 9, 8, 5, 3, 3, 4, 2, "VALID"), dtype)  # noqa: E704
+    def test_wide_c4_non_square(self, dtype): check_candidates((4, 9, 7, 4, 2, 5, 3, 1, "SAME"), dtype, ["wide"])  # noqa: E704
+    def test_batch_one(self, dtype): check_candidates((1, 5, 5, 1, 3, 3, 2, 1, "SAME"), dtype)  # noqa: E704
+
+
+# --- the dispatch -----------------------------------------------------------------------------------
+
+DEEP2 = (3, 14, 14, 32, 5, 5, 64, 1, "SAME")
+CONV3_2 = (3, 28, 28, 6, 5, 5, 12, 2, "SAME")
+
+
+def fake_entry(st, pass_, key, fastest: str, ms: float = 0.5):
+    """A measurement in which ``fastest`` wins and every other candidate takes 1 ms."""
+    times = {str(c): 1.0 for c in candidates(pass_, key)}
+    st.put(key_text(pass_, key), {"ms": {**times, fastest: ms}, "repeats": 1})
+
+
+def test_without_measurements_the_builtin_rules_run():
+    builtin = {DEEP2: ("winograd", "winograd", "winograd", "winograd"), CONV3_2: ("im2col", "col2im", "im2col", "split"),
+               (3, 28, 28, 1, 6, 6, 6, 1, "SAME"): ("wide", "col2im", "wide", "split"),
+               (3, 14, 14, 6, 6, 6, 5, 1, "SAME"): ("im2col", "flipped", "im2col", "split")}
+    for case, algorithms in builtin.items():
+        key = setup(case, np.float32)[0]
+        assert tuple(conv.choose(p, key).algorithm for p in PASSES) == algorithms, case
+    with fast.conv_algorithm("direct"):
+        assert conv.choose("fwd", setup(DEEP2, np.float32)[0]) == Choice("im2col")
+
+
+def test_dispatch_follows_the_measurement(empty_store):
+    key, (x, w, b, dy, cache), want = setup(CONV3_2, np.float32)
+    for pass_, fastest in (("fwd", "im2col-t/37"), ("dx", "col2im/64"), ("dw", "wide/1")):
+        fake_entry(empty_store, pass_, key, fastest)
+        assert conv.choose(pass_, key) == Choice.parse(fastest)
+    y, c1 = fast.conv2d_forward(x, w, b, CONV3_2[7], CONV3_2[8])
+    close(y, want["fwd"][0], np.float32, "y")
+    dx, dw, _ = fast.conv2d_backward(dy, c1)
+    close(dx, want["dx"][0], np.float32, "dx")
+    close(dw, want["dw"][0], np.float32, "dw")
+    with fast.conv_algorithm("untuned"):
+        assert conv.choose("fwd", key) == Choice("im2col")
+
+
+def test_builtin_choice_stays_within_the_margin(empty_store):
+    key = setup(CONV3_2, np.float32)[0]
+    default = str(tuning.resolved("fwd", Choice("im2col"), key))
+    fake_entry(empty_store, "fwd", key, "im2col-t/37", ms=0.99)
+    empty_store.entries[key_text("fwd", key)]["ms"][default] = 1.0
+    empty_store.memo.clear()
+    assert conv.choose("fwd", key) == Choice.parse(default)  # 1 % faster is noise
+
+
+def test_direct_excludes_a_measured_winograd(empty_store):
+    key, (x, w, b, dy, cache), want = setup(DEEP2, np.float32)
+    for pass_ in ("fwd", "dx", "dw", "bwd"):
+        fake_entry(empty_store, pass_, key, "winograd/1", ms=0.1)
+    assert conv.choose("bwd", key) == Choice("winograd", 1)
+    with fast.conv_algorithm("direct"):
+        assert conv.choose("fwd", key).algorithm == "im2col"
+        assert conv.choose("bwd", key) == Choice("split")
+        plan = tuning.conv_plan("deep-cnn", 3)  # its conv2 is DEEP2
+        assert plan[2].source == "measured" and all(r.choice.algorithm != "winograd" for r in plan)
+        y, c1 = fast.conv2d_forward(x, w, b, 1, "SAME")
+        close(y, want["fwd"][0], np.float32, "y")
+
+
+def test_first_use_tuning_is_opt_in(monkeypatch, empty_store):
+    key, (x, w, b, dy, cache), want = setup(CONV3_2, np.float32)
+    fast.conv2d_forward(x, w, b, 2, "SAME")
+    assert not empty_store.entries  # off by default
+    monkeypatch.setattr(tuning, "TUNE_AT_FIRST_USE", True)
+    monkeypatch.setattr(tuning, "REPEATS", 1)
+    y, _ = fast.conv2d_forward(x, w, b, 2, "SAME")
+    assert list(empty_store.entries) == [key_text("fwd", key)]
+    close(y, want["fwd"][0], np.float32, "y")
+
+
+def test_conv_plan_names_each_layer_and_pass():
+    rows = tuning.conv_plan("deep-cnn", 50)
+    assert [(r.layer, r.pass_) for r in rows] == [("conv1", "fwd"), ("conv1", "dw"), ("conv2", "fwd"),
+                                                  ("conv2", "dx"), ("conv2", "dw")]
+    assert [str(r.choice) for r in rows] == ["wide", "wide", "winograd", "winograd", "winograd"]
+    assert rows[3].joint and all(r.source == "built-in" for r in rows)
+    assert [r.pass_ for r in tuning.conv_plan("conv3", 1000, training=False)] == ["fwd"] * 3
+    assert tuning.plan_text(rows) == "conv1 fwd wide, dw wide; conv2 fwd winograd, dx winograd+, dw winograd+"
+    assert tuning.conv_plan("mlp", 100) == []
+
+
+# --- the cache file -----------------------------------------------------------------------------------
+
+SMALL = (2, 8, 8, 3, 3, 3, 4, 1, "SAME")
+
+
+def machine(cpu="test CPU"):
+    return {**tuning.machine(), "cpu": cpu}
+
+
+def one_line_warning(capsys, *words):
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("scratchnet: warning: "), err
+    assert "Traceback" not in err and all(w in err for w in words), err
+
+
+def test_cache_round_trip(tmp_path):
+    key = setup(SMALL, np.float32)[0]
+    path = tmp_path / "conv.json"
+    st = Store(path, machine())
+    tuning.tune("bwd", key, repeats=1, into=st)  # also dx and dw
+    tuning.tune("fwd", key, repeats=1, into=st)
+    assert set(st.entries) == {key_text(p, key) for p in ("fwd", "dx", "dw", "bwd")}
+    assert set(st.entries[key_text("fwd", key)]["ms"]) == {str(c) for c in candidates("fwd", key)}
+    again = Store(path, machine())
+    assert again.entries == st.entries
+    assert tuning.pick("dx", key, st=again) == tuning.pick("dx", key, st=st)
+    assert json.loads(path.read_text())["machine"] == machine()
+    assert [p.name for p in tmp_path.iterdir()] == ["conv.json"]  # no temporary file left
+
+
+def test_another_machines_cache_is_not_used(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SCRATCHNET_TUNING_DIR", str(tmp_path))
+    a, b = machine("CPU A"), {**machine("CPU B"), "numpy": "0.0"}
+    key = setup(SMALL, np.float32)[0]
+    tuning.tune("fwd", key, repeats=1, into=Store(tuning.cache_path(a), a))
+    assert tuning.cache_path(a) != tuning.cache_path(b)
+    assert Store(tuning.cache_path(b), b).entries == {}  # named by the machine: B never opens A's file
+    shutil.copy(tuning.cache_path(a), tuning.cache_path(b))  # and A's file under B's name is refused
+    assert Store(tuning.cache_path(b), b).entries == {}
+    one_line_warning(capsys, "another machine", "cpu, numpy differ")
+    assert Store(tuning.cache_path(a), a).entries  # A still reads its own
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", "", "ENTRIES"], ids=["garbage", "list", "empty", "bad-time"])
+def test_corrupt_cache_is_ignored_with_one_warning(tmp_path, capsys, content):
+    path = tmp_path / "conv.json"
+    if content == "ENTRIES":
+        content = json.dumps({"format": 1, "machine": machine(), "entries": {"fwd x": {"ms": {"im2col/8": "fast"}}}})
+    path.write_text(content)
+    st = Store(path, machine())
+    assert st.entries == {}
+    one_line_warning(capsys, str(path))
+    tuning.tune("fwd", setup(SMALL, np.float32)[0], repeats=1, into=st)  # the next measurement rewrites it
+    assert Store(path, machine()).entries == st.entries
+
+
+def test_corrupt_cache_in_the_real_dispatch(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SCRATCHNET_TUNING_DIR", str(tmp_path))
+    monkeypatch.setattr(tuning, "_store", None)
+    tuning.cache_path(tuning.machine()).write_text("\x00\x01 not a tuning file")
+    key, (x, w, b, dy, cache), want = setup(CONV3_2, np.float32)
+    for _ in range(2):
+        y, _ = fast.conv2d_forward(x, w, b, 2, "SAME")
+        close(y, want["fwd"][0], np.float32, "y")
+    one_line_warning(capsys, "not a tuning file")
+
+
+def test_unwritable_folder_keeps_measurements_in_memory(tmp_path, capsys):
+    (tmp_path / "file").write_text("")  # a file where the folder should be: unwritable even as root
+    st = Store(tmp_path / "file" / "tuning" / "conv.json", machine())
+    key = setup(SMALL, np.float32)[0]
+    tuning.tune("fwd", key, repeats=1, into=st)
+    assert st.path is None and key_text("fwd", key) in st.entries
+    one_line_warning(capsys, "cannot write", "in memory")
+    assert tuning.pick("fwd", key, st=st) is not None
+
+
+# --- the command ----------------------------------------------------------------------------------------
+
+def test_tune_command_prints_and_caches(tmp_path):
+    env = {**ENV, "SCRATCHNET_TUNING_DIR": str(tmp_path)}
+    result = subprocess.run(COMMAND + ["tune", "conv3-small", "mlp", "--batch-size", "2", "--eval-batch", "3",
+                                       "--repeats", "1"], capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert any(l.startswith("conv3-small    conv2      2 dx ") for l in lines), result.stdout
+    assert any(l.startswith("conv3-small    conv1      3 fwd") for l in lines), result.stdout
+    assert "mlp            (no convolutions)" in lines
+    (cache,) = tmp_path.glob("conv-*.json")
+    # training: conv1 fwd, dw; conv2 and conv3 fwd, dw, dx. Evaluation: 3 × fwd
+    assert len(json.loads(cache.read_text())["entries"]) == 2 + 3 + 3 + 3
+
+
+def test_tune_command_refuses_an_unknown_recipe(tmp_path):
+    assert_fails(scratchnet("tune", "conv4", cwd=tmp_path), 2, "tune: unknown recipe 'conv4'")
+    assert_fails(scratchnet("tune", "--repeats", "0", cwd=tmp_path), 2, "--repeats must be at least 1, got 0")
