@@ -125,11 +125,14 @@ def choose(pass_: str, key, *, first_use: bool | None = None) -> Choice:
     """The algorithm and chunk size of one pass ("fwd", "dx", "dw", "bwd") for ``key``
     (``tuning.conv_key``) under the current ``conv_algorithm``. ``first_use``: measure a
     shape not measured yet (default: ``SCRATCHNET_TUNE``)."""
-    if _algorithm != "untuned":
-        measured = tuning.measured(pass_, key, winograd=_algorithm == "auto", first_use=first_use)
-        if measured is not None:
-            return measured
-    return _builtin(pass_, key, winograd=_algorithm != "direct")
+    memo = tuning.store().memo  # emptied whenever a measurement is stored
+    first_use = tuning.TUNE_AT_FIRST_USE if first_use is None else first_use
+    choice = memo.get((pass_, key, _algorithm, first_use))
+    if choice is None:
+        if _algorithm != "untuned":
+            choice = tuning.measured(pass_, key, winograd=_algorithm == "auto", first_use=first_use)
+        choice = memo[pass_, key, _algorithm, first_use] = choice or _builtin(pass_, key, _algorithm != "direct")
+    return choice
 
 
 def _cache_key(cache):
