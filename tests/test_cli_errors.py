@@ -37,6 +37,7 @@ from commandline import COMMAND, ENV, assert_fails, scratchnet
     (["train", "mlp", "--keep-prob", "0"], "--keep-prob must be in (0, 1], got 0.0"),
     (["train", "mlp", "--keep-prob", "0.5"], "--keep-prob: recipe mlp has no dropout layer"),
     (["parity", "--recipes", "mlpp"], "--recipes: unknown recipe 'mlpp'"),
+    (["tune", "mlpp"], "tune: unknown recipe 'mlpp'"),
 ])
 def test_bad_options_exit_2_before_any_work(tmp_path, args, message):
     result = scratchnet(*args, cwd=tmp_path)

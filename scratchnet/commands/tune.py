@@ -45,33 +45,35 @@ def tune_command(args) -> int:
     print(f"times: median ms of {args.repeats} round(s) after one warm-up call; * marks the built-in rule's "
           f"choice, which stays unless another is {tuning.MARGIN:.0%} faster; 'vs built-in' = its time / the "
           "chosen one's\n")
-    print(f"{'recipe':<14} {'layer':<6} {'batch':>5} {'pass':<4} {'shape':<24} {'chosen':<14} {'ms':>8} "
+    width = max(len("recipe"), *map(len, names))
+    print(f"{'recipe':<{width}} {'layer':<6} {'batch':>5} {'pass':<4} {'shape':<24} {'chosen':<14} {'ms':>8} "
           f"{'vs built-in':>11}  candidates (ms)")
     done: set[str] = set()
-    started = time.perf_counter()
+    printed: dict[tuple, str] = {}  # a recipe's work list -> the first recipe printed with it
+    started, fresh = time.perf_counter(), 0
     for name in names:
         recipe = RECIPES[name]
-        layers = tuning.conv_layers(recipe, 1)
-        if not layers:
-            print(f"{name:<14} (no convolutions)")
-            continue
         runs = [(args.batch_size or recipe.batch_size, True)] + ([(eval_batch, False)] if eval_batch else [])
-        for batch, training in runs:
-            for layer, shape, first in tuning.conv_layers(recipe, batch):
-                key = tuning.layer_key(layer, shape, dtype)
-                for pass_ in _passes(first, training, key):
-                    text = tuning.key_text(pass_, key)
-                    if text not in done:
-                        tuning.tune(pass_, key, repeats=args.repeats, force=args.force, into=st)
-                        done.update({text, tuning.key_text("dx", key), tuning.key_text("dw", key)}
-                                    if pass_ == "bwd" else {text})
-                    print(_row(name, layer.name, batch, pass_, key, st, conv, tuning))
-    print(f"\n{len(done)} layer passes measured or read in {time.perf_counter() - started:.1f} s; "
-          f"{tuning.describe()}")
+        work = tuple((layer.name, batch, pass_, key) for batch, training in runs
+                     for layer, shape, first in tuning.conv_layers(recipe, batch)
+                     for key in [tuning.layer_key(layer, shape, dtype)] for pass_ in _passes(first, training, key))
+        if not work or work in printed:
+            print(f"{name:<{width}} " + (f"(the same convolutions as {printed[work]})" if work else "(no convolutions)"))
+            continue
+        printed[work] = name
+        for layer, batch, pass_, key in work:
+            text = tuning.key_text(pass_, key)
+            if text not in done:
+                fresh += args.force or text not in st.entries
+                tuning.tune(pass_, key, repeats=args.repeats, force=args.force, into=st)
+                done.update({text, tuning.key_text("dx", key), tuning.key_text("dw", key)} if pass_ == "bwd" else {text})
+            print(_row(name, width, layer, batch, pass_, key, st, conv, tuning))
+    print(f"\n{fresh} layer pass(es) measured now, in {time.perf_counter() - started:.1f} s; the rest from the "
+          f"cache (--force measures them again)\n{tuning.describe()}")
     return 0
 
 
-def _row(recipe, layer, batch, pass_, key, st, conv, tuning) -> str:
+def _row(recipe, width, layer, batch, pass_, key, st, conv, tuning) -> str:
     ranked = tuning.ranking(pass_, key, st=st)
     builtin = str(tuning.resolved(pass_, conv._builtin(pass_, key, winograd=True), key))
     ms = dict(ranked)
@@ -83,5 +85,5 @@ def _row(recipe, layer, batch, pass_, key, st, conv, tuning) -> str:
         rest = f" (+{len(ranked) - SHOWN} slower"
         rest += f"; built-in {builtin} {ms[builtin]:.2f})" if builtin in dict(ranked[SHOWN:]) else ")"
         shown += rest
-    return (f"{recipe:<14} {layer:<6} {batch:>5} {pass_:<4} {_shape(key):<24} {chosen:<14} {best:8.2f} "
+    return (f"{recipe:<{width}} {layer:<6} {batch:>5} {pass_:<4} {_shape(key):<24} {chosen:<14} {best:8.2f} "
             f"{vs:>11}  {shown}")
