@@ -517,6 +517,16 @@ def conv_plan(model, batch: int, dtype=np.float32, *, training: bool = True,
     return rows
 
 
+def choice_for(pass_: str, x_shape, w_shape, stride: int = 1, padding: str = "SAME", dtype=np.float32) -> Choice:
+    """What ``conv2d_*`` of the fast backend runs now for one pass ("fwd", "dx", "dw"; "bwd":
+    joint Winograd or split) of x [N, H, W, C] and w [KH, KW, C, F] (measured or built-in;
+    never measures). For benchmarks that label their rows by algorithm."""
+    from . import conv
+    from ..ops.conv import spatial_geometry
+    _, pads = spatial_geometry(x_shape, w_shape[:2], (stride, stride), padding)
+    return conv.choose(pass_, conv_key(x_shape, w_shape, stride, pads, dtype), first_use=False)
+
+
 def plan_text(rows: list[PlanRow]) -> str:
     """``conv1 fwd wide/2, dw wide/2; conv2 fwd im2col/320 ...`` (one line)."""
     layers: dict[str, list[str]] = {}
