@@ -215,11 +215,12 @@ def test_another_machines_cache_is_not_used(tmp_path, monkeypatch, capsys):
     assert Store(tuning.cache_path(a), a).entries  # A still reads its own
 
 
-@pytest.mark.parametrize("content", ["{not json", "[1, 2]", "", "ENTRIES"], ids=["garbage", "list", "empty", "bad-time"])
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", "", "bad-time", "old-format"])
 def test_corrupt_cache_is_ignored_with_one_warning(tmp_path, capsys, content):
     path = tmp_path / "conv.json"
-    if content == "ENTRIES":
-        content = json.dumps({"format": 1, "machine": machine(), "entries": {"fwd x": {"ms": {"im2col/8": "fast"}}}})
+    if content in ("bad-time", "old-format"):
+        content = json.dumps({"format": tuning.FORMAT - (content == "old-format"), "machine": machine(),
+                              "entries": {"fwd x": {"ms": {"im2col/8": "fast" if content == "bad-time" else 1.0}}}})
     path.write_text(content)
     st = Store(path, machine())
     assert st.entries == {}

@@ -42,7 +42,7 @@ def tune_command(args) -> int:
           f"vector extensions: {' '.join(m['vector']) or 'none listed'}")
     print(f"libraries: NumPy {m['numpy']}, Numba {m['numba']}, BLAS {m['blas']}; kernel version {m['kernels']}")
     print(f"cache: {st.path or 'memory only (the folder cannot be written)'}")
-    print(f"times: median ms of {args.repeats} round(s) after one warm-up call; * marks the built-in rule's "
+    print(f"times: the fastest of {args.repeats} round(s) after one warm-up call, ms; * marks the built-in rule's "
           f"choice, which stays unless another is {tuning.MARGIN:.0%} faster; 'vs built-in' = its time / the "
           "chosen one's\n")
     width = max(len("recipe"), *map(len, names))

@@ -10,8 +10,11 @@ were measured on one AMD EPYC. So, for one layer shape and pass:
   sizes around its default (the default always among them);
 * ``tune(pass_, key)`` times every candidate on random inputs of that shape, with the
   worker pool as training uses it: one warm-up call each (compilation, scratch buffers)
-  not counted, then ``repeats`` rounds in turn (so a slow spell of a loaded machine hits
-  every candidate alike), the median of each;
+  not counted, then ``repeats`` rounds over all candidates in turn. Each candidate is
+  ranked by its fastest round. (On a shared machine other processes only ever add time;
+  at a load of 10 on 2 cores the medians of two chunk sizes of conv3's conv3 filter
+  gradient came out 1.34 and 4.56 ms in one run, 2.34 and 1.33 ms in the next, whose
+  minima were 0.85 and 0.91 ms. The median is kept in the file too.);
 * the result (every candidate's time, not just the winner) goes into a JSON file, and
   ``conv.choose`` runs the fastest candidate allowed by ``conv_algorithm`` ("direct"
   excludes Winograd, "untuned" ignores the file).
@@ -53,7 +56,7 @@ import numpy as np
 from ._runtime import CACHE_DIR, NUM_THREADS
 
 KERNEL_VERSION = 1  # bump when a kernel's speed changes enough to void earlier measurements
-FORMAT = 1
+FORMAT = 2  # 2: "ms" holds the fastest round, "median_ms" the median
 PASSES = ("fwd", "dx", "dw", "bwd")
 REPEATS = 5
 MARGIN = 0.03  # another candidate replaces the built-in rule's only if it is faster by more than this
@@ -185,9 +188,9 @@ def runner(pass_: str, choice: Choice, key: tuple, arrays=None):
     return lambda: conv.backward_with(choice, dy, cache)
 
 
-def time_candidates(pass_: str, key: tuple, repeats: int = REPEATS, choices=None) -> dict[str, float]:
-    """Median milliseconds of each candidate: one warm-up call each (not counted), then
-    ``repeats`` rounds over all candidates in turn."""
+def time_candidates(pass_: str, key: tuple, repeats: int = REPEATS, choices=None) -> dict[str, dict[str, float]]:
+    """``{"ms": fastest round, "median_ms": median}`` of each candidate, in milliseconds:
+    one warm-up call each (not counted), then ``repeats`` rounds over all candidates in turn."""
     arrays = _arrays(key)
     runs = {str(c): runner(pass_, c, key, arrays) for c in (choices or candidates(pass_, key))}
     for fn in runs.values():
@@ -204,7 +207,8 @@ def time_candidates(pass_: str, key: tuple, repeats: int = REPEATS, choices=None
     finally:
         if enabled:
             gc.enable()
-    return {name: round(1e3 * float(np.median(t)), 4) for name, t in times.items()}
+    return {"ms": {name: round(1e3 * min(t), 4) for name, t in times.items()},
+            "median_ms": {name: round(1e3 * float(np.median(t)), 4) for name, t in times.items()}}
 
 
 # --- the machine and the cache file -----------------------------------------------------------------
@@ -307,6 +311,10 @@ class Store:
             say(f"tuning cache {self.path}: not a tuning file ({str(e).splitlines()[0][:80]}); ignored "
                 "(`scratchnet tune --force` rewrites it)")
             return {}
+        if data.get("format") != FORMAT:
+            say(f"tuning cache {self.path}: format {data.get('format')!r}, this scratchnet writes {FORMAT}; ignored "
+                "(`scratchnet tune` measures again)")
+            return {}
         if data.get("machine") != self.machine:
             theirs = data.get("machine") if isinstance(data.get("machine"), dict) else {}
             differ = [k for k in self.machine if theirs.get(k) != self.machine[k]] or ["format"]
@@ -382,7 +390,7 @@ def tune(pass_: str, key: tuple, *, repeats: int = REPEATS, force: bool = False,
             tune(part, key, repeats=repeats, force=force, into=st)
     if name in st.entries and not force:
         return st.entries[name]
-    entry = {"ms": time_candidates(pass_, key, repeats), "repeats": repeats,
+    entry = {**time_candidates(pass_, key, repeats), "repeats": repeats,
              "tuned": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     st.put(name, entry)
     return entry
