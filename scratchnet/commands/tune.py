@@ -17,7 +17,7 @@ def conv_recipes() -> list[str]:
 
 
 def _shape(key) -> str:
-    n, h, w, c, kh, kw, f, s, pads, _ = key
+    _, h, w, c, kh, kw, f, s, pads, _ = key
     return f"{h}x{w}x{c} {kh}x{kw}→{f} s{s} {'SAME' if any(pads) else 'VALID'}"
 
 

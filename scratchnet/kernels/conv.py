@@ -108,7 +108,7 @@ ALGORITHMS = {"fwd": ("im2col", "im2col-t", "wide", "winograd"),
 
 def _builtin(pass_: str, key, winograd: bool) -> Choice:
     """The built-in rules, without measurement: what runs where nothing was tuned."""
-    n, h, w, c, kh, kw, f, stride = key[:8]
+    c, kh, kw, f, stride = key[3:8]
     if winograd and use_winograd(kh, kw, c, f, stride):
         return Choice("winograd")
     if pass_ == "bwd":
@@ -536,7 +536,7 @@ def conv2d_backward_filter(dy, cache):
 def filter_grad_with(choice: Choice, dy, cache):
     """dw by the algorithm and chunk size of ``choice``; dy C-contiguous."""
     x, w, stride, out_hw, pads = cache
-    kh, kw, c, f = w.shape
+    kh, kw, _, f = w.shape
     with chunk_size(choice.chunk):
         if choice.algorithm == "winograd":
             return winograd_backward(x, w, dy, pads, out_hw, need_dx=False)[1]
@@ -573,7 +573,7 @@ def input_grad_with(choice: Choice, dy, cache):
 def backward_with(choice: Choice, dy, cache, dx_choice: Choice | None = None, dw_choice: Choice | None = None):
     """(dx, dw): in one Winograd pass (``choice`` "winograd") or as two ("split")."""
     if choice.algorithm == "winograd":  # dx and dw share the transform of dy
-        x, w, stride, out_hw, pads = cache
+        x, w, _, out_hw, pads = cache
         with chunk_size(choice.chunk):
             return winograd_backward(x, w, dy, pads, out_hw)
     key = _cache_key(cache)

@@ -75,7 +75,7 @@ class Choice(NamedTuple):
         return self.algorithm if self.chunk is None else f"{self.algorithm}/{self.chunk}"
 
     @classmethod
-    def parse(cls, text: str) -> "Choice":
+    def parse(cls, text: str) -> Choice:
         name, _, chunk = text.partition("/")
         return cls(name, int(chunk) if chunk else None)
 
@@ -529,8 +529,8 @@ def choice_for(pass_: str, x_shape, w_shape, stride: int = 1, padding: str = "SA
     """What ``conv2d_*`` of the fast backend runs now for one pass ("fwd", "dx", "dw"; "bwd":
     joint Winograd or split) of x [N, H, W, C] and w [KH, KW, C, F] (measured or built-in;
     never measures). For benchmarks that label their rows by algorithm."""
-    from . import conv
     from ..ops.conv import spatial_geometry
+    from . import conv
     _, pads = spatial_geometry(x_shape, w_shape[:2], (stride, stride), padding)
     return conv.choose(pass_, conv_key(x_shape, w_shape, stride, pads, dtype), first_use=False)
 
