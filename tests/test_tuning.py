@@ -159,6 +159,17 @@ def test_first_use_tuning_is_opt_in(monkeypatch, empty_store):
     close(y, want["fwd"][0], np.float32, "y")
 
 
+def test_first_use_tuning_that_fails_falls_back(monkeypatch, empty_store, capsys):
+    def no_memory(*args, **kwargs):
+        raise MemoryError("no room")
+    monkeypatch.setattr(tuning, "TUNE_AT_FIRST_USE", True)
+    monkeypatch.setattr(tuning, "time_candidates", no_memory)
+    key, (x, w, b, _, _), want = setup(CONV3_2, np.float32)
+    close(fast.conv2d_forward(x, w, b, 2, "SAME")[0], want["fwd"][0], np.float32, "y")
+    assert conv.choose("fwd", key) == Choice("im2col") and not empty_store.entries
+    one_line_warning(capsys, "failed (MemoryError: no room); the built-in choice runs")
+
+
 def test_conv_plan_names_each_layer_and_pass():
     rows = tuning.conv_plan("deep-cnn", 50)
     assert [(r.layer, r.pass_) for r in rows] == [("conv1", "fwd"), ("conv1", "dw"), ("conv2", "fwd"),

@@ -3,6 +3,7 @@ fastest (``scratchnet.kernels.tuning``) and print what each layer will run."""
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -42,6 +43,10 @@ def tune_command(args) -> int:
           f"vector extensions: {' '.join(m['vector']) or 'none listed'}")
     print(f"libraries: NumPy {m['numpy']}, Numba {m['numba']}, BLAS {m['blas']}; kernel version {m['kernels']}")
     print(f"cache: {st.path or 'memory only (the folder cannot be written)'}")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if load > (os.cpu_count() or 1):
+        print(f"note: load average {load:.1f} on {os.cpu_count()} CPUs: other processes share the cores, so "
+              "these timings are noisy; `scratchnet tune --force` on a quieter machine measures again")
     print(f"times: the fastest of {args.repeats} round(s) after one warm-up call, ms; * marks the built-in rule's "
           f"choice, which stays unless another is {tuning.MARGIN:.0%} faster; 'vs built-in' = its time / the "
           "chosen one's\n")

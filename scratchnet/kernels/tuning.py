@@ -438,7 +438,10 @@ def measured(pass_: str, key: tuple, *, winograd: bool = True, first_use: bool |
     if memo in st.memo:
         return st.memo[memo]
     if first_use and key_text(pass_, key) not in st.entries and tunable(pass_, key):
-        tune(pass_, key, into=st)
+        try:
+            tune(pass_, key, into=st)
+        except (MemoryError, RuntimeError, ValueError) as e:  # e.g. no memory for a candidate's buffers
+            warn(f"tuning {key_text(pass_, key)} failed ({type(e).__name__}: {e}); the built-in choice runs")
     picked = pick(pass_, key, winograd=winograd, st=st)
     choice = picked[0] if picked else None
     st.memo[memo] = choice
