@@ -43,10 +43,6 @@ def tune_command(args) -> int:
           f"vector extensions: {' '.join(m['vector']) or 'none listed'}")
     print(f"libraries: NumPy {m['numpy']}, Numba {m['numba']}, BLAS {m['blas']}; kernel version {m['kernels']}")
     print(f"cache: {st.path or 'memory only (the folder cannot be written)'}")
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    if load > (os.cpu_count() or 1):
-        print(f"note: load average {load:.1f} on {os.cpu_count()} CPUs: other processes share the cores, so "
-              "these timings are noisy; `scratchnet tune --force` on a quieter machine measures again")
     print(f"times: the fastest of {args.repeats} round(s) after one warm-up call, ms; * marks the built-in rule's "
           f"choice, which stays unless another is {tuning.MARGIN:.0%} faster; 'vs built-in' = its time / the "
           "chosen one's\n")
@@ -75,6 +71,10 @@ def tune_command(args) -> int:
             print(_row(name, width, layer, batch, pass_, key, st, conv, tuning))
     print(f"\n{fresh} layer pass(es) measured now, in {time.perf_counter() - started:.1f} s; the rest from the "
           f"cache (--force measures them again)\n{tuning.describe()}")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if fresh and load > (os.cpu_count() or 1):
+        print(f"note: load average {load:.1f} on {os.cpu_count()} CPUs while measuring: other processes shared the "
+              "cores, so these timings are noisy; `scratchnet tune --force` on a quieter machine measures again")
     return 0
 
 
