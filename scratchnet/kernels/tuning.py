@@ -17,7 +17,8 @@ were measured on one AMD EPYC. So, for one layer shape and pass:
   minima were 0.85 and 0.91 ms. The median is kept in the file too.);
 * the result (every candidate's time, not just the winner) goes into a JSON file, and
   ``conv.choose`` runs the fastest candidate allowed by ``conv_algorithm`` ("direct"
-  excludes Winograd, "untuned" ignores the file).
+  excludes Winograd, "untuned" ignores the file); the built-in rule's choice stays
+  unless another is more than ``MARGIN`` faster (``pick``).
 
 Every candidate computes the same convolution; they differ in summation order only,
 within the float32 tolerance of ``tests/test_kernels.py`` (``tests/test_tuning.py`` checks
@@ -60,7 +61,7 @@ FORMAT = 2  # 2: "ms" holds the fastest round, "median_ms" the median
 PASSES = ("fwd", "dx", "dw", "bwd")
 REPEATS = 5
 MARGIN = 0.03  # another candidate replaces the built-in rule's only if it is faster by more than this
-TUNE_AT_FIRST_USE = os.environ.get("SCRATCHNET_TUNE", "") not in ("", "0")
+TUNE_AT_FIRST_USE = os.environ.get("SCRATCHNET_TUNE", "").lower() in ("1", "true", "yes", "on")
 
 
 # --- choices and keys ----------------------------------------------------------------------------
