@@ -115,7 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--force", action="store_true", help="measure again the shapes already in the cache")
     tune.add_argument("--repeats", type=int, default=5, help="timed rounds per candidate (default 5; the median)")
     tune.add_argument("--batch-size", type=int, help="the training batch (default: each recipe's)")
-    tune.add_argument("--eval-batch", type=int, help="the evaluation batch, forward only (default 1000; 0: none)")
+    tune.add_argument("--eval-batch", type=int, nargs="+", metavar="N",
+                      help="inference batches, forward only (default 1000 1: an evaluation's and a prediction's; "
+                           "0: none)")
     return parser
 
 
@@ -195,7 +197,8 @@ def validate(args) -> None:
             raise UsageError(f"tune: unknown recipe {unknown[0]!r}; choose from all, {', '.join(RECIPES)}")
         _in_range("--repeats", args.repeats, 1)
         _in_range("--batch-size", args.batch_size, 1, TRAIN_SIZE)
-        _in_range("--eval-batch", args.eval_batch, 0, TEST_SIZE)
+        for n in args.eval_batch or ():
+            _in_range("--eval-batch", n, 0, TEST_SIZE)
 
 
 def _command(args):

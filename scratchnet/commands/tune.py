@@ -36,7 +36,7 @@ def tune_command(args) -> int:
 
     names = conv_recipes() if not args.recipes or "all" in args.recipes else list(dict.fromkeys(args.recipes))
     dtype = np.dtype(args.dtype)
-    eval_batch = EVAL_BATCH if args.eval_batch is None else args.eval_batch
+    eval_batches = [n for n in (args.eval_batch or (EVAL_BATCH, 1)) if n]
     st = tuning.store()
     m = st.machine
     print(f"machine: {m['cpu']} ({m['cpu_id'] or 'no cpuinfo'}), {m['threads']} worker thread(s); "
@@ -54,7 +54,7 @@ def tune_command(args) -> int:
     started, fresh = time.perf_counter(), 0
     for name in names:
         recipe = RECIPES[name]
-        runs = [(args.batch_size or recipe.batch_size, True)] + ([(eval_batch, False)] if eval_batch else [])
+        runs = [(args.batch_size or recipe.batch_size, True)] + [(n, False) for n in eval_batches]
         work = tuple((layer.name, batch, pass_, key) for batch, training in runs
                      for layer, shape, first in tuning.conv_layers(recipe, batch)
                      for key in [tuning.layer_key(layer, shape, dtype)] for pass_ in _passes(first, training, key))
