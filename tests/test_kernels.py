@@ -107,6 +107,28 @@ def test_conv2d(case, dtype):
         close(g1, g0, dtype, name)
 
 
+@pytest.mark.parametrize("case", [CONV_CASES[i] for i in (8, 10, 15)], ids=["im2col", "wide", "winograd"])
+def test_conv2d_filter_gradient_is_the_same_on_any_number_of_threads(case, monkeypatch):
+    """dW is summed in parts fixed by the shape (``parallel_sum``), not one per worker."""
+    from threadpoolctl import threadpool_limits
+
+    from scratchnet.kernels import _runtime
+
+    n, h, w_, c, kh, kw, f, stride, padding = case
+    rng = np.random.default_rng(2)
+    x, w = rand(rng, (n, h, w_, c), np.float64), rand(rng, (kh, kw, c, f), np.float64)
+    dy = rand(rng, fast.conv2d_forward(x, w, None, stride, padding)[0].shape, np.float64)
+
+    def dw():
+        return fast.conv2d_backward(dy, fast.conv2d_forward(x, w, None, stride, padding)[1])[1]
+
+    with threadpool_limits(1, user_api="blas"):  # OpenBLAS's own threads round differently
+        pooled = dw()
+        monkeypatch.setattr(_runtime, "NUM_THREADS", 1)
+        monkeypatch.setattr(_runtime, "_pool", None)
+        assert np.array_equal(dw(), pooled)
+
+
 # --- max-pooling ----------------------------------------------------------------------------
 
 POOL_CASES = [  # shape, ksize, stride, padding

@@ -93,12 +93,24 @@ def parallel(fn, n_items: int, min_per_thread: int = 1):
     return [first] + [f.result() for f in futures]
 
 
-def add_up(parts):
-    """The sum of the workers' partial results (e.g. per-thread filter gradients), added in
-    place into the first, in worker order."""
-    total = parts[0]
-    for p in parts[1:]:
-        total += p
+# A parallel sum is cut into this many parts whatever the number of worker threads, so the
+# filter gradients round the same on a 1-core and a 16-core machine (OpenBLAS's own threads
+# are another matter: its multi-threaded GEMM rounds differently from its 1-thread GEMM).
+REDUCTION_PARTS = 8
+
+
+def parallel_sum(fn, n_items: int, chunk: int = 1):
+    """Σ fn(start, stop) over a split of ``range(n_items)`` that depends on ``n_items`` and
+    ``chunk`` only, never on the thread count: ``REDUCTION_PARTS`` parts (fewer when there are
+    fewer chunks), each a whole number of chunks, spread over the workers and added in part
+    order. ``fn`` returns a fresh array (it is added into in place)."""
+    chunks = -(-n_items // max(1, chunk))
+    parts = max(1, min(REDUCTION_PARTS, chunks))
+    bounds = [min(n_items, chunk * (chunks * k // parts)) for k in range(parts + 1)]
+    per_worker = parallel(lambda a, b: [fn(bounds[p], bounds[p + 1]) for p in range(a, b)], parts)
+    total, *rest = [r for results in per_worker for r in results]
+    for r in rest:
+        total += r
     return total
 
 

@@ -23,10 +23,11 @@ algorithm is set to "direct" (``conv_algorithm``, ``SCRATCHNET_CONV_ALGORITHM``)
 
 Backward, with dY [N, Ho, Wo, F] seen as a matrix [N·Ho·Wo, F]:
 
-* dW: the same chunks are rebuilt from x (cheaper than keeping 31 MB around) and each
-  worker accumulates ``dYᵀ[s:e] @ col`` into its own [F, K] partial sum; the partial
-  sums are added at the end (no write races, no atomics). The wide path does the same
-  with its transposed columns.
+* dW: the same chunks are rebuilt from x (cheaper than keeping 31 MB around) and
+  ``dYᵀ[s:e] @ col`` is accumulated into one [F, K] partial sum per part of the rows; the
+  parts are added at the end (no write races, no atomics). The parts are fixed by the
+  shape, not by the thread count (``parallel_sum``), so dW rounds the same on any number
+  of threads. The wide path does the same with its transposed columns.
 * db: a sum over [M/g, g·F] rows (long vectorised rows even when F = 6).
 * dX, stride 1, C ≥ 4 and F < C: the input gradient is itself a convolution, of dY with the
   filter flipped in space and with C and F swapped, padded by (KH-1-top, KW-1-left):
@@ -44,7 +45,9 @@ Backward, with dY [N, Ho, Wo, F] seen as a matrix [N·Ho·Wo, F]:
 Which of these runs (and with which chunk size) is decided per layer shape by ``choose``:
 by measurement on this machine where ``kernels.tuning`` has a cached result (``scratchnet
 tune``, or ``SCRATCHNET_TUNE=1`` at first use), else by the built-in rules above
-(``_builtin``). Every candidate computes the same convolution (``tests/test_tuning.py``).
+(``_builtin``). Every candidate computes the same convolution (``tests/test_tuning.py``),
+rounded its own way: a measured chunk size also cuts dW's sum into other parts. Where
+results must round the same on every machine, "untuned" keeps the built-in choices.
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ from numba import uint64 as U
 
 from ..ops.conv import spatial_geometry
 from . import tuning
-from ._runtime import add_up, blas_single, chosen_chunk, chunk_size, njit, parallel, scratch
+from ._runtime import blas_single, chosen_chunk, chunk_size, njit, parallel, parallel_sum, scratch
 from .tuning import Choice, conv_key
 from .winograd import use_winograd, winograd_backward, winograd_forward
 
@@ -419,7 +422,7 @@ def _filter_grad_wide(x, dy, kh, kw, stride, pt, pl, out_hw):
         return acc
 
     with blas_single():
-        return add_up(parallel(work, n))
+        return parallel_sum(work, n, per)
 
 
 def _correlate(src, w2, kh, kw, stride, pt, pl, out_hw, bias=None, transposed=False):
@@ -502,7 +505,7 @@ def _filter_grad(x, dy2, kh, kw, stride, pt, pl, out_hw):
         return acc
 
     with blas_single():
-        dwt = add_up(parallel(work, m, min_per_thread=rows))
+        dwt = parallel_sum(work, m, rows)
     return np.ascontiguousarray(dwt.T)
 
 

@@ -42,7 +42,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ._runtime import add_up, blas_single, chosen_chunk, njit, parallel, scratch
+from ._runtime import blas_single, chosen_chunk, njit, parallel, parallel_sum, scratch
 
 R = 5  # filter size
 M_OUT = 2  # outputs per tile side
@@ -366,5 +366,8 @@ def winograd_backward(x, w, dy, pads, out_hw, *, need_dx: bool = True, need_dw: 
         return du
 
     with blas_single():
-        parts = parallel(work, n)
-    return dx, (_filter_transform_adjoint(add_up(parts), g) if need_dw else None)
+        if not need_dw:
+            parallel(work, n)
+            return dx, None
+        du = parallel_sum(work, n, per)
+    return dx, _filter_transform_adjoint(du, g)

@@ -19,10 +19,13 @@ TOLERANCES = {
                 "trajectories": 1e-4},
 }
 # What is judged: "rel" (max relative error), "scaled" (max|a-b| / max|b|) or "norm"
-# (||a-b||₂ / ||b||₂). float32 trajectories under Adam are judged on the norm: Adam turns the
-# round-off of a near-zero gradient element into a full ±lr step of that element, so single
-# elements part by O(lr) while the tensor as a whole stays together (docs/parity.md).
-CRITERION = {"float64": dict.fromkeys(SECTIONS, "rel"),
+# (||a-b||₂ / ||b||₂). Trajectories are judged on the norm in both dtypes: Adam moves an
+# element whose gradient is near its ε by about lr·g/ε, so the round-off of that gradient
+# (any summation order) becomes a parameter difference lr/ε times larger; single elements
+# part while the tensor as a whole stays together. In float64 on conv-bn (lr 0.02, ε 1e-8)
+# scratchnet's own two backends part by 5.7e-8 max rel err after 2 steps, their norms by
+# ~1e-12 (docs/parity.md); in float32 single elements part by O(lr).
+CRITERION = {"float64": {**dict.fromkeys(SECTIONS, "rel"), "trajectories": "norm"},
              "float32": {**dict.fromkeys(SECTIONS, "scaled"), "trajectories": "norm"}}
 _CRITERION_NAMES = {"rel": "max rel err", "scaled": "scaled err", "norm": "norm err"}
 # max rel err = max |a-b| / max(|a|+|b|, REL_FLOOR · max(|a|+|b|)): scratchnet.gradcheck.compare's
