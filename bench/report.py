@@ -165,7 +165,8 @@ def markdown(sgemm_gf, tables, header: str) -> str:
                 r["group"], fmt_ms(t["numpy"]), fmt_ms(t["fast"]), f"{gf:.0f}" if gf else "",
                 f"{100 * gf / sgemm_gf:.0f}%" if gf and sgemm_gf else "",
                 *_cells(r, KERNEL_TF), r["tf_best_impl"] or "", _sp(r)]) + " |")
-        wino = sorted({c.name for c in CASES if c.winograd})
+        shown = {r["case"] for r in tables["kernels"]}
+        wino = sorted({c.name for c in CASES if c.winograd and c.name in shown})
         if wino:
             lines += ["", f"{', '.join(wino)}: Winograd F(2×2, 5×5), 2.8× fewer multiplications than the direct "
                       "convolution; its GFLOPS and % of sgemm count the direct convolution's FLOPs (an effective "
@@ -249,6 +250,7 @@ def summary(machine: dict, cmd: str, started: str, rounds: int, sgemm_gf, tables
     for kind, table in tables.items():
         for r in table:
             rows[r["group"]] = {"kind": kind, "case": r["case"], "batch": r["batch"], "fast": r["t"]["fast"],
+                                "speedup": speedup(r), "cache_bytes": r.get("cache_bytes"),
                                 "numpy": r["t"]["numpy"], "tf_best": r["tf_best"], "tf_best_impl": r["tf_best_impl"],
                                 "times": {k: v for k, v in r["t"].items() if v is not None}}
     return {"machine": machine, "command": cmd, "started": started, "rounds": rounds,
@@ -285,7 +287,7 @@ def side_by_side(summaries: list[dict], link_prefix: str = "") -> str:
                 groups.append(g)
     order = {k: i for i, k in enumerate(SIDE_ROWS)}
     groups.sort(key=lambda g: next((order[s["rows"][g]["kind"]] for s in summaries if g in s["rows"]), 9))
-    lines.append("| **speed-up vs TF best** (fast ms vs TF best ms, variant) | " + " | ".join("" for _ in summaries) + " |")
+    lines.append("| **speed-up vs TF best** (fast vs TF best, its variant) | " + " | ".join("" for _ in summaries) + " |")
     for g in groups:
         cells = []
         for s in summaries:
@@ -293,7 +295,8 @@ def side_by_side(summaries: list[dict], link_prefix: str = "") -> str:
             if not r or not r.get("fast") or not r.get("tf_best"):
                 cells.append("")
                 continue
-            cells.append(f"**{r['tf_best'] / r['fast']:.2f}×** ({fmt_ms(r['fast'])} vs {fmt_ms(r['tf_best'])}, "
+            sp = r.get("speedup") or r["tf_best"] / r["fast"]
+            cells.append(f"**{sp:.2f}×** ({fmt_ms(r['fast'])} vs {fmt_ms(r['tf_best'])} ms, "
                          f"{r['tf_best_impl']})")
         lines.append(f"| {g} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

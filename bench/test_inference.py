@@ -52,15 +52,19 @@ def images(size: int) -> np.ndarray:
 
 def cache_bytes(model, x) -> int:
     """Bytes of the distinct arrays that ``model``'s layers keep in their backward caches
-    after a forward pass on ``x`` (views counted once, by their base buffer; ``x`` excluded)."""
-    seen, total = {id(x if x.base is None else x.base)}, 0
+    after a forward pass on ``x``: activations and the copies made for backward (views
+    counted once, by their base buffer), not ``x`` itself nor the parameters."""
+    def root(a):
+        while isinstance(a.base, np.ndarray):
+            a = a.base
+        return a
+    seen = {id(root(x))} | {id(root(p)) for p in model.params.values()}
+    total = 0
 
     def walk(obj):
         nonlocal total
         if isinstance(obj, np.ndarray):
-            base = obj if obj.base is None or not isinstance(obj.base, np.ndarray) else obj.base
-            while isinstance(base.base, np.ndarray):
-                base = base.base
+            base = root(obj)
             if id(base) not in seen:
                 seen.add(id(base))
                 total += base.nbytes
