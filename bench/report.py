@@ -219,10 +219,16 @@ def chart(tables, path: Path) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter
 
-    fig, axes = plt.subplots(1, 2, figsize=(14, 8), gridspec_kw={"width_ratios": [3, 2]})
-    for ax, rows, title in ((axes[0], tables["kernels"], "kernels"), (axes[1], tables["train"], "training step")):
+    panels = [(tables[k], title) for k, title in (("kernels", "kernels"), ("train", "training step"),
+                                                  ("inference", "inference")) if tables[k]]
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 8), squeeze=False,
+                             gridspec_kw={"width_ratios": [3 if t == "kernels" else 2 for _, t in panels]})
+    axes = axes[0]
+    for ax, (rows, title) in zip(axes, panels):
         rows = [r for r in rows if r["t"]["fast"] and r["tf_best"]]
-        names = [r["group"].replace("train step ", "") for r in rows]
+        names = [r["group"].replace("train step ", "").replace("inference ", "") for r in rows]
         vals = [r["tf_best"] / r["t"]["fast"] for r in rows]
         ref = [r["tf_best"] / r["t"]["numpy"] if r["t"]["numpy"] else 0 for r in rows]
         y = range(len(rows))
@@ -236,7 +242,7 @@ def chart(tables, path: Path) -> None:
         ax.set_xlabel("TF's best time / time  (> 1: faster than TF)")
         ax.set_title(title)
     fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=3, fontsize=9)
-    fig.tight_layout(rect=(0, 0.04, 1, 1))  # the shared legend sits below both panels
+    fig.tight_layout(rect=(0, 0.04, 1, 1))  # the shared legend sits below the panels
     fig.savefig(path, dpi=110)
 
 

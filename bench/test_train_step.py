@@ -54,6 +54,9 @@ def make_step(recipe, impl, config=None):
     """A zero-argument callable running one training step of ``recipe`` (its batch size)
     in ``impl`` (tf-keras: ``steps_per_call`` steps, set as an attribute of the callable)."""
     images, labels = batch(recipe.batch_size)
+    if impl.startswith("tf"):
+        from .env import import_tf
+        import_tf()  # threads set before TF's first op, whichever test reaches TF first
     if impl in ("numpy", "fast"):
         from scratchnet import backend
         from scratchnet.train import Trainer
