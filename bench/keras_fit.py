@@ -19,8 +19,9 @@ writes in Keras, ``Model.fit`` with ``steps_per_execution``, timed per step.
 * One timed call is ``model.fit(data, epochs=1, steps_per_epoch=N, verbose=0)`` with
   ``steps_per_execution=N``: one ``tf.function`` call runs N steps. The benchmark records
   ``steps_per_call = N`` and the report divides by it. N is chosen so that a call lasts
-  about ``TARGET_CALL_SECONDS`` (fit's fixed cost per call, a few ms, is then spread thin),
-  between ``MIN_STEPS`` and ``MAX_STEPS``; ``--keras-steps`` fixes it (the smoke run: 2).
+  about ``TARGET_CALL_SECONDS`` (fit's fixed cost per call is then spread thin): timed at
+  N = ``MIN_STEPS``, scaled, and timed and scaled once more if a call is still under half
+  the target, at most ``MAX_STEPS``; ``--keras-steps`` fixes it (the smoke run: 2).
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def keras_model(recipe, seed: int = 1):
         raise NotApplicable(str(e)) from None
 
 
-def recipe_loss(recipe, keras_net, sequential):
+def recipe_loss(recipe, keras_net):
     """The recipe's loss as a Keras loss function (it reads the weights for the L2 term,
     inside fit's GradientTape, so their gradients include it)."""
     import tensorflow as tf
@@ -133,9 +134,9 @@ def make_fit_step(recipe, images, labels, *, steps: int | None = None, seed: int
     from .env import import_tf
 
     tf = import_tf()
-    net, sequential = keras_model(recipe, seed)
+    net, _ = keras_model(recipe, seed)
     data = tf.data.Dataset.from_tensors((tf.constant(images), tf.constant(labels))).repeat()
-    loss = recipe_loss(recipe, net, sequential)
+    loss = recipe_loss(recipe, net)
     optimizer = keras_optimizer(recipe)
 
     def compiled(n):
@@ -148,10 +149,14 @@ def make_fit_step(recipe, images, labels, *, steps: int | None = None, seed: int
 
     if steps is not None:
         return compiled(steps), steps
-    run = compiled(MIN_STEPS)
-    run()
-    t0 = time.perf_counter()
-    run()
-    per_step = (time.perf_counter() - t0) / MIN_STEPS
-    n = int(min(MAX_STEPS, max(MIN_STEPS, round(TARGET_CALL_SECONDS / max(per_step, 1e-6)))))
-    return (compiled(n) if n != MIN_STEPS else run), n
+    n, run = MIN_STEPS, compiled(MIN_STEPS)
+    for _ in range(2):  # a first estimate still carries fit's fixed cost per call: refine once
+        run()
+        t0 = time.perf_counter()
+        run()
+        seconds = time.perf_counter() - t0
+        if seconds >= TARGET_CALL_SECONDS / 2 or n == MAX_STEPS:
+            break
+        n = int(min(MAX_STEPS, max(n + 1, round(n * TARGET_CALL_SECONDS / max(seconds, 1e-6)))))
+        run = compiled(n)
+    return run, n
