@@ -197,17 +197,17 @@ def markdown(sgemm_gf, tables, header: str) -> str:
     if tables["inference"]:
         lines += ["### Inference: the evaluation forward pass (float32, median ms; images/s = batch / time)", "",
                   "scratchnet: `Trainer.logits` (training=False, what every evaluation runs); TF: a `tf.function` "
-                  "of the tfnet twin, `training=False`. scratchnet has no inference mode: its layers keep their "
+                  "of the tfnet twin, `training=False` (tf-keras: the Keras network's `predict_on_batch`). scratchnet has no inference mode: its layers keep their "
                   "backward caches, whose size after the pass is the last column.", "",
-                  "| recipe | batch | numpy | fast | fast images/s | " + " | ".join(KERNEL_TF)
+                  "| recipe | batch | numpy | fast | fast images/s | " + tf_head
                   + " | TF best | TF best images/s | speed-up vs TF best | caches kept (MB) |",
-                  "|---|" + "---:|" * 12]
+                  "|---|" + "---:|" * (len(TF_IMPLS) + 8)]
         for r in tables["inference"]:
             b, t = r["batch"], r["t"]
             rate = lambda v: fmt_rate(b / v) if v else ""  # noqa: E731
             cache = f"{r['cache_bytes'] / 1e6:.1f}" if r.get("cache_bytes") is not None else ""
             lines.append("| " + " | ".join([r["case"], str(b), *_cells(r, ["numpy", "fast"]), rate(t["fast"]),
-                                             *_cells(r, KERNEL_TF), r["tf_best_impl"] or "", rate(r["tf_best"]),
+                                             *_cells(r, TF_IMPLS), r["tf_best_impl"] or "", rate(r["tf_best"]),
                                              _sp(r), cache]) + " |")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"

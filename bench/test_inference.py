@@ -16,6 +16,9 @@ evaluation of the test or validation set runs 10 or 5 of these), on real MNIST t
   that scratchnet never makes), plain and with ``jit_compile=True``; oneDNN on or off
   per process. The output is fetched as NumPy (``.numpy()``) inside the timing, as
   scratchnet's is a NumPy array.
+* ``tf-keras``: the recipe's network in Keras (``bench.keras_fit.keras_model``, where an
+  exact one exists) and ``Model.predict_on_batch`` on the same ``tf.constant``: what a
+  Keras user runs on one batch (it returns NumPy).
 
 Both start from scratchnet's initial weights for seed 1 (the speed of a forward pass does
 not depend on training). Smoke grid (without ``--full``): batch 1 of every recipe, and
@@ -25,13 +28,13 @@ batch 1,000 of mlp.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from scratchnet.recipes import RECIPES
 
-from .cases import KERNEL_IMPLS
 from .conftest import record
 
-SUPPORTED_IMPLS = KERNEL_IMPLS
+SUPPORTED_IMPLS = ("numpy", "fast", "tf", "tf-xla", "tf-keras")
 INFERENCE_BATCHES = (1, 1000)
 INFERENCE_RECIPES = ("softmax", "mlp", "mlp5", "mlp5-bn", "conv3-small", "conv3", "conv-bn", "lstm", "deep-cnn")
 SMOKE_RECIPES = ("mlp", "conv3", "conv-bn", "lstm", "deep-cnn")
@@ -93,6 +96,17 @@ def make_forward(recipe, impl, x):
 
     from .env import import_tf
     tf = import_tf()
+    if impl == "tf-keras":
+        from .keras_fit import NotApplicable, keras_model
+        try:
+            net, _ = keras_model(recipe, seed=1)
+        except NotApplicable as e:
+            pytest.skip(f"no exact Keras version: {e}")
+        t = tf.constant(x)
+        fn = lambda: net.predict_on_batch(t)  # noqa: E731
+        for _ in range(3):
+            fn()
+        return fn, {}
     twin = TFModel.from_recipe(recipe, seed=1)
     forward = tf.function(lambda t: twin(t, training=False), autograph=False, jit_compile=(impl == "tf-xla"),
                           input_signature=[tf.TensorSpec(x.shape, tf.float32)])
@@ -115,5 +129,4 @@ def test_inference(benchmark, infer, impl):
     finally:
         from scratchnet import backend
         backend.set_backend(backend.DEFAULT)
-    if impl in ("numpy", "fast"):
-        assert fn().shape == (size, 10)
+    assert np.asarray(fn()).shape == (size, 10)

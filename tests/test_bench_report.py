@@ -64,7 +64,7 @@ def test_keras_fit_is_timed_per_step_and_counts_in_tf_best(tmp_path):
     (inf,) = tables["inference"]
     assert inf["tf_best_impl"] == "tf" and inf["cache_bytes"] == 67e6
     text = report.markdown(sgemm, tables, "## header")
-    assert "| conv3 | 1000 |  | 50.00 | 20.0 k |" in text           # images/s from the batch and time
+    assert "| conv3 | 1000 |  | 50.00 | 20.0 k | 40.00 |" in text          # images/s from the batch and time
     assert "| 67.0 |" in text                                      # caches kept, MB
     assert "| mlp | 500 | 10.00 | 20 |" in text                    # sweep: µs per image
     assert "Winograd" not in text                                  # no kernel rows, no kernel note
