@@ -12,7 +12,10 @@ writes in Keras, ``Model.fit`` with ``steps_per_execution``, timed per step.
   recipe's ``l2_params``; Keras' own optimizer (SGD or Adam, the recipe's β/ε where it sets
   them, TF1's ε = 1e-8 for Adam) with the recipe's learning-rate schedule as a Keras
   ``LearningRateSchedule``; the moving average as the optimizer's ``use_ema`` (Keras
-  updates it every step; TF1's ``num_updates`` ramp is not modelled: same cost).
+  updates it every step; TF1's ``num_updates`` ramp is not modelled: same cost; at the
+  end of each ``fit`` call Keras copies the averages into the weights, once per call).
+  At the initial weights the loss equals scratchnet's for mlp (L2), conv3, lstm and the
+  naive-sum recipes (checked by hand when this was written).
 * The data is one batch, ``tf.data.Dataset.from_tensors((x, y)).repeat()``: no input
   pipeline cost. ``jit_compile`` is Keras' default ("auto", which is off on a CPU-only
   machine); XLA is the ``tf-xla`` variant's business.
@@ -86,8 +89,9 @@ def keras_model(recipe, seed: int = 1):
     model = Sequential(recipe.layers(), seed=seed)
     for layer in model.layers:
         if isinstance(layer, BatchNorm):
-            raise NotApplicable(f"{layer.name}: BatchNorm has no exact Keras counterpart (a Keras "
-                                "BatchNormalization step is a different, cheaper one)")
+            raise NotApplicable(f"{layer.name}: BatchNorm has no exact Keras counterpart (Keras' "
+                                "BatchNormalization is fused, with its own moving-average rule, and "
+                                "never runs the second forward pass of conv-bn's statistics)")
     for layer in model.layers:
         if getattr(layer, "b_init", 0) is None:
             raise NotApplicable(f"{layer.name}: a layer without a bias (tfnet.keras.to_keras keeps biases)")
