@@ -14,8 +14,8 @@ writes in Keras, ``Model.fit`` with ``steps_per_execution``, timed per step.
   ``LearningRateSchedule``; the moving average as the optimizer's ``use_ema`` (Keras
   updates it every step; TF1's ``num_updates`` ramp is not modelled: same cost; at the
   end of each ``fit`` call Keras copies the averages into the weights, once per call).
-  At the initial weights the loss equals scratchnet's for mlp (L2), conv3, lstm and the
-  naive-sum recipes (checked by hand when this was written).
+  ``make_fit_step`` checks that, at the initial weights and without dropout, the Keras
+  loss equals scratchnet's on the benchmark's batch (``same_loss``) before timing anything.
 * The data is one batch, ``tf.data.Dataset.from_tensors((x, y)).repeat()``: no input
   pipeline cost. ``jit_compile`` is Keras' default ("auto", which is off on a CPU-only
   machine); XLA is the ``tf-xla`` variant's business.
@@ -132,15 +132,30 @@ def recipe_loss(recipe, keras_net):
     return loss
 
 
+def same_loss(recipe, net, sequential, loss, images, labels) -> None:
+    """Raise unless the Keras network and loss give scratchnet's loss (evaluation mode, so
+    no dropout) on this batch, to float32 rounding."""
+    from scratchnet.ops import LOSSES, l2_penalty
+
+    theirs = float(loss(labels, net(images, training=False)))
+    logits = sequential.forward(images.astype(sequential.dtype, copy=False))
+    ours = float(LOSSES[recipe.loss](logits, labels)[0]) * recipe.loss_scale
+    if recipe.l2_scale:
+        ours += float(l2_penalty(sequential.params, recipe.l2_params, recipe.l2_scale)[0])
+    if not abs(theirs - ours) <= 1e-4 * max(1.0, abs(ours)):
+        raise RuntimeError(f"Keras version of {recipe.name}: loss {theirs} at the initial weights, scratchnet {ours}")
+
+
 def make_fit_step(recipe, images, labels, *, steps: int | None = None, seed: int = 1):
     """``(run, steps_per_call)``: ``run()`` trains ``steps_per_call`` steps in one ``fit``
     call (compiled and warmed up before this returns)."""
     from .env import import_tf
 
     tf = import_tf()
-    net, _ = keras_model(recipe, seed)
+    net, sequential = keras_model(recipe, seed)
     data = tf.data.Dataset.from_tensors((tf.constant(images), tf.constant(labels))).repeat()
     loss = recipe_loss(recipe, net)
+    same_loss(recipe, net, sequential, loss, images, labels)
     optimizer = keras_optimizer(recipe)
 
     def compiled(n):
