@@ -139,6 +139,14 @@ def build_tables(med, meta):
     return sgemm_gf, tables
 
 
+def sweep_ratios(rows) -> dict:
+    """{recipe: {batch: speed-up}} of the sweep rows."""
+    out = {}
+    for r in rows:
+        out.setdefault(r["case"], {})[r["batch"]] = speedup(r)
+    return out
+
+
 def _cells(r, impls):
     return [fmt_ms(r["t"][i]) for i in impls]
 
@@ -193,6 +201,12 @@ def markdown(sgemm_gf, tables, header: str) -> str:
             lines.append("| " + " | ".join([r["case"], str(b), fmt_ms(t["fast"]), per(t["fast"]),
                                              *_cells(r, TF_IMPLS), r["tf_best_impl"] or "", per(r["tf_best"]),
                                              _sp(r)]) + " |")
+        batches = sorted({r["batch"] for r in tables["sweep"]})
+        lines += ["", "The speed-ups of that table by batch size (how the ratio moves as the work grows):", "",
+                  "| recipe | " + " | ".join(f"batch {b}" for b in batches) + " |", "|---|" + "---:|" * len(batches)]
+        for case, ratios in sweep_ratios(tables["sweep"]).items():
+            lines.append(f"| {case} | " + " | ".join(f"{ratios[b]:.2f}×" if ratios.get(b) else "" for b in batches)
+                         + " |")
         lines.append("")
     if tables["inference"]:
         lines += ["### Inference: the evaluation forward pass (float32, median ms; images/s = batch / time)", "",
@@ -248,7 +262,7 @@ def chart(tables, path: Path) -> None:
 
 # --- the side-by-side tables over machines -------------------------------------------------------
 
-SIDE_ROWS = ("train", "inference")
+SIDE_ROWS = ("train", "inference")  # and one line per recipe for the sweep
 
 
 def summary(machine: dict, cmd: str, started: str, rounds: int, sgemm_gf, tables) -> dict:
@@ -305,6 +319,15 @@ def side_by_side(summaries: list[dict], link_prefix: str = "") -> str:
             cells.append(f"**{sp:.2f}×** ({fmt_ms(r['fast'])} vs {fmt_ms(r['tf_best'])} ms, "
                          f"{r['tf_best_impl']})")
         lines.append(f"| {g} | " + " | ".join(cells) + " |")
+    sweeps = {}
+    for i, s in enumerate(summaries):
+        for r in s["rows"].values():
+            if r["kind"] == "sweep" and r.get("speedup"):
+                sweeps.setdefault(r["case"], [dict() for _ in summaries])[i][r["batch"]] = r["speedup"]
+    for case, per_machine in sweeps.items():
+        cells = [" / ".join(f"{v:.2f}×" for _, v in sorted(d.items())) +
+                 (f" (batch {', '.join(str(b) for b in sorted(d))})" if d else "") for d in per_machine]
+        lines.append(f"| sweep {case}: speed-up by batch | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -48,7 +48,8 @@ def fake_run(raw):
         ("train step mlp", 0.002, step), ("inference conv3 batch 1000", 0.050, {**inf, "cache_bytes": 67e6}),
         ("sweep mlp batch 500", 0.010, {"case": "mlp", "op": "sweep", "batch": 500})])
     bench_json(raw / "round1-numpy.json", "numpy", [("sgemm 2048", 0.1, {"flops": 2.0 * 2048 ** 3, "case": "sgemm"})])
-    bench_json(raw / "round1-tf.json", "tf", [("train step mlp", 0.003, step), ("inference conv3 batch 1000", 0.040, inf)])
+    bench_json(raw / "round1-tf.json", "tf", [("train step mlp", 0.003, step), ("inference conv3 batch 1000", 0.040, inf),
+                                              ("sweep mlp batch 500", 0.020, {"case": "mlp", "op": "sweep", "batch": 500})])
     # Keras: one call ran 10 steps in 25 ms, i.e. 2.5 ms a step: TF best for mlp
     bench_json(raw / "round1-tf-keras.json", "tf-keras", [("train step mlp", 0.025, {**step, "steps_per_call": 10})])
 
@@ -68,6 +69,7 @@ def test_keras_fit_is_timed_per_step_and_counts_in_tf_best(tmp_path):
     assert "| 67.0 |" in text                                      # caches kept, MB
     assert "| mlp | 500 | 10.00 | 20 |" in text                    # sweep: µs per image
     assert "Winograd" not in text                                  # no kernel rows, no kernel note
+    assert "| mlp | 2.00× |" in text                               # the sweep's ratios by batch (one TF row: 20 ms)
 
 
 def test_each_cpu_gets_its_folder_and_the_doc_block_shows_them_side_by_side(tmp_path):
@@ -91,3 +93,4 @@ def test_each_cpu_gets_its_folder_and_the_doc_block_shows_them_side_by_side(tmp_
     row = next(l for l in text.splitlines() if l.startswith("| train step mlp |"))
     assert row.count("**1.25×** (2.00 vs 2.50 ms, tf-keras)") == 2
     assert (tmp_path / "results" / "README.md").read_text().count("inference conv3 batch 1000") == 1
+    assert "| sweep mlp: speed-up by batch | 2.00× (batch 500) | 2.00× (batch 500) |" in text
