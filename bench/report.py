@@ -10,6 +10,7 @@ of overwriting; ``bench/results/README.md`` and the marked block of
     python -m bench.report --rounds 5      what the issue's targets are judged by
     python -m bench.report --quick         1 round, 1 repetition, smoke grids: checks the
                                            pipeline (written to <cpu>/quick/, nothing else touched)
+    python -m bench.report -k "inference"  a part (pytest -k): written to <cpu>/partial/, nothing else touched
     python -m bench.report --machines      only rebuild the side-by-side tables from summary.json files
 
 Each round runs three processes one after the other:
@@ -378,7 +379,9 @@ def main(argv=None) -> int:
     if args.full is None:
         args.full = not args.quick
     machine = machine_info.describe()
-    folder = args.out / machine["slug"] / ("quick" if args.quick else "")
+    # a quick run or a -k selection must not replace the machine's full report
+    folder = args.out / machine["slug"] / ("quick" if args.quick else "partial" if args.only else "")
+    partial = args.quick or bool(args.only)
     raw = folder / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     log_lines = []
@@ -412,13 +415,13 @@ def main(argv=None) -> int:
     text = markdown(sgemm_gf, tables, header)
     (folder / "report.md").write_text(text)
     chart(tables, folder / "report.png")
-    if not args.quick:
+    if not partial:
         (folder / "summary.json").write_text(json.dumps(summary(machine, cmd.strip(), started, rounds, sgemm_gf,
                                                                 tables), indent=1) + "\n")
         write_machines(args.out, DOCS if args.out.resolve() == OUT.resolve() else None)
     print(text)
     print(f"wrote {folder / 'report.md'} and {folder / 'report.png'}"
-          + ("" if args.quick else f", {folder / 'summary.json'}, {args.out / 'README.md'}"))
+          + ("" if partial else f", {folder / 'summary.json'}, {args.out / 'README.md'}"))
     return 0
 
 
