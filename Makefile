@@ -1,7 +1,7 @@
 # Two entry points, each sets itself up first:
 #   make train   -> install into .venv, train the mlp recipe on the bundled MNIST, print test accuracy
 #   make test    -> install into .venv (with test extras), run the test suite and a benchmark smoke run
-#   make bench   -> the full benchmark report (bench/results/report.md and .png), ~15 min
+#   make bench   -> the full benchmark report (bench/results/<cpu>/report.md and .png), long
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin

@@ -1,7 +1,8 @@
 """The benchmarked operations at the recipes' real shapes, each buildable in every
 implementation: ``numpy`` (scratchnet.ops, the reference), ``fast`` (scratchnet.kernels),
 ``tf`` (TensorFlow ops in a ``tf.function``) and ``tf-xla`` (the same with
-``jit_compile=True``).
+``jit_compile=True``). ``tf-keras`` (Keras ``Model.fit``) exists for whole training steps
+only (``bench.keras_fit``); ``KERNEL_IMPLS`` are the ones a single operation has.
 
 ``build(case, op, impl)`` returns a zero-argument callable that runs the operation once
 on fixed float32 inputs (created outside the timing) and returns its result.
@@ -13,7 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-IMPLS = ("numpy", "fast", "tf", "tf-xla")
+IMPLS = ("numpy", "fast", "tf", "tf-xla", "tf-keras")
+KERNEL_IMPLS = IMPLS[:4]
 
 
 @dataclass(frozen=True)

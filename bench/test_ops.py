@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from .cases import CASES, build
+from .cases import CASES, KERNEL_IMPLS, build
 from .conftest import record
 
+SUPPORTED_IMPLS = KERNEL_IMPLS
 PAIRS = [(c, op) for c in CASES for op in c.ops]
 SGEMM_N = 2048
 
