@@ -109,7 +109,8 @@ def _execute(sweep: str, name: str, argv: list[str], out: Path, env: dict, cwd: 
     log = log_path(out, name)
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("a") as f:
-        f.write(f"== {time.strftime('%Y-%m-%d %H:%M:%S')} on {socket.gethostname()}: {shlex.join(argv)}\n")
+        f.write(f"== {time.strftime('%Y-%m-%d %H:%M:%S')} on {socket.gethostname()}, worker pid {os.getpid()}: "
+                f"{shlex.join(argv)}\n")
         f.flush()
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT, cwd=cwd,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1", **env})

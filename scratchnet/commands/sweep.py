@@ -136,9 +136,9 @@ def sweep(args) -> int:
     options = (["--data-dir", str(args.data_dir.resolve())] if args.data_dir is not None else []) + \
               (["--backend", args.backend] if args.backend is not None else [])
     name = f"sweep-{uuid.uuid4().hex[:12]}"
-    out.mkdir(parents=True, exist_ok=True)
     failures, futures, tasks = [], {}, len(todo)
     with cluster(args.scheduler) as client, deferred_signals(stopping="stopping every run at its next step") as stop:
+        out.mkdir(parents=True, exist_ok=True)
         check_shared(client, out)
         if args.bench:
             machines = {}  # one worker per CPU model
@@ -156,8 +156,9 @@ def sweep(args) -> int:
             failures += follow(client, futures, "sweep", name, stop)
         if stop.signum is not None:
             stopped = _stop(client, futures, name)
-            print(f"scratchnet: sweep stopped; {len(stopped)} runs checkpointed and stopped"
-                  f"{': ' + ', '.join(stopped) if stopped else ''}. The same command resumes them.", file=sys.stderr)
+            what = f"{len(stopped)} run{'' if len(stopped) == 1 else 's'} checkpointed and stopped"
+            print(f"scratchnet: sweep stopped; {what}{': ' + ', '.join(stopped) if stopped else ''}. "
+                  "The same command resumes them.", file=sys.stderr)
             return 128 + stop.signum
     print(markdown(out))
     short = sorted({f"{r.recipe} ({r.steps} steps)" for r in runs if r.steps < RECIPES[r.recipe].steps})
