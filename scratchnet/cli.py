@@ -229,9 +229,9 @@ def validate(args) -> None:
 def _command(args):
     from .commands.dashboard import dashboard
     from .commands.evaluate import evaluate
+    from .commands.plot import plot
     from .commands.predict import predict_command
     from .commands.sweep import sweep
-    from .commands.plot import plot
     from .commands.train import train
 
     def data(args):

@@ -3,7 +3,6 @@ a ``dask scheduler`` with two ``dask worker`` processes started here on 127.0.0.
 torn down); a few dozen steps of cheap recipes."""
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -104,8 +103,8 @@ def test_a_failing_run_is_reported_while_the_others_finish(tmp_path, scheduler):
                         "--keep-prob", 0.5, "--out", out, "--scheduler", scheduler, timeout=TIMEOUT)
     lines = assert_fails(result, 1, "scratchnet: error: 1 of 2 tasks failed:")
     log = out / "logs" / "softmax-scratchnet-seed1.log"
-    assert lines[1:] == [f"  {out / 'softmax-scratchnet-seed1'}: exit 2: scratchnet: error: --keep-prob: recipe "
-                         f"softmax has no dropout layer (log: {log})"]
+    assert lines[1:] == [(f"  {out / 'softmax-scratchnet-seed1'}: exit 2: scratchnet: error: --keep-prob: recipe "
+                          f"softmax has no dropout layer (log: {log})")]
     assert log.read_text().count("\n== ") + log.read_text().startswith("== ") == 2  # tried, then retried once
     assert_finished(out, ["mlp5-dropout-scratchnet-seed1"], 30)
     assert result.stdout.startswith("| recipe |")

@@ -120,6 +120,15 @@ def _stop(client, futures, sweep: str) -> list[str]:
     return sorted(n for names in client.run(stop_runs, sweep, on_error="ignore").values() for n in names)
 
 
+def submit_benchmarks(client, sweep: str, out: Path, quick: bool, select: str | None) -> dict:
+    """``bench_run`` on one worker of each CPU model; {future: name}."""
+    machines = {}
+    for worker, model in sorted(client.run(cpu_model).items()):
+        machines.setdefault(model, worker)
+    return {client.submit(bench_run, sweep, str(out), quick, select, workers=[worker], pure=False): f"bench {model}"
+            for model, worker in machines.items()}
+
+
 def plan(args) -> list[Run]:
     """Every recipe × seed × engine of the command line, in that order."""
     recipes = list(RECIPES) if "all" in args.recipes else args.recipes
@@ -141,11 +150,7 @@ def sweep(args) -> int:
         out.mkdir(parents=True, exist_ok=True)
         check_shared(client, out)
         if args.bench:
-            machines = {}  # one worker per CPU model
-            for worker, model in sorted(client.run(cpu_model).items()):
-                machines.setdefault(model, worker)
-            futures = {client.submit(bench_run, name, str(out), args.bench == "quick", args.bench_select,
-                                     workers=[worker], pure=False): f"bench {model}" for model, worker in machines.items()}
+            futures = submit_benchmarks(client, name, out, args.bench == "quick", args.bench_select)
             tasks += len(futures)
             failures += follow(client, futures, "bench", name, stop)
         if runs:
