@@ -96,8 +96,9 @@ def log_path(out: Path, name: str) -> Path:
 
 
 def _last_error(log: Path) -> str:
-    """The ``scratchnet: error:`` line of a failed process's log, else its last line."""
-    lines = [l for l in log.read_text(errors="replace").splitlines() if l.strip()]
+    """The last ``scratchnet:`` line (an error, an interrupt) of the latest attempt in ``log``,
+    else its last line."""
+    lines = [l for l in log.read_text(errors="replace").split("\n== ")[-1].splitlines()[1:] if l.strip()]
     errors = [l for l in lines if l.startswith("scratchnet: ")]
     return (errors or lines or ["no output"])[-1]
 
