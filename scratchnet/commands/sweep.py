@@ -26,7 +26,7 @@ from ..report import markdown
 from ..sweep import FINISHED, Run, bench_run, cpu_model, running, stop_runs, train_run, visible
 
 POLL = 0.5          # seconds between looks at the futures
-WORKERS_POLL = 2.0  # seconds between asking the workers what they run
+WORKERS_POLL = 2.0  # seconds between asking the workers what they run (and redrawing the bar)
 
 
 def _distributed():
@@ -107,9 +107,10 @@ def follow(client, futures: dict, what: str, sweep: str, stop) -> list[str]:
                                     else f"{name}: {type(error).__name__}: {error}")
                     bar.write(f"{name}: failed", file=sys.stderr)
                 bar.update(1)
-            if time.monotonic() - asked > WORKERS_POLL:
+            redraw = time.monotonic() - asked > WORKERS_POLL  # the elapsed time and ETA move on too
+            if redraw:
                 busy, asked = sum(map(len, client.run(running, sweep, on_error="ignore").values())), time.monotonic()
-            bar.set_postfix(done=done, running=busy, failed=len(failures), refresh=False)
+            bar.set_postfix(done=done, running=busy, failed=len(failures), refresh=redraw)
             time.sleep(POLL)
     return failures
 
