@@ -111,7 +111,7 @@ def test_a_failing_run_is_reported_while_the_others_finish(tmp_path, scheduler):
 
 
 def test_a_sweep_stopped_mid_run_is_resumed_by_the_next_one_then_skipped(tmp_path, scheduler):
-    out, steps = tmp_path / "runs", 10000  # the stop comes ~1 s after the first checkpoint: far from the end
+    out, steps = tmp_path / "runs", 6000  # the stop comes ~1 s after the first checkpoint: far from the end
     args = ["sweep", "mlp-sgd", "--engines", "scratchnet", "--steps", str(steps), "--batch-size", "10",
             "--out", str(out), "--scheduler", scheduler]
     proc = subprocess.Popen(COMMAND + args, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
