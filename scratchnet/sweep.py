@@ -3,7 +3,8 @@
 A run is one recipe × engine × seed with the sweep's training options. A worker trains it
 with ``python -m scratchnet.cli train`` in a process of its own, single-threaded
 (``PINNED``), into ``OUT/RECIPE-ENGINE-seedN/`` (the folder ``scratchnet train`` writes),
-appending that process's output to ``OUT/logs/RECIPE-ENGINE-seedN.log``. What to do is
+appending that process's output to ``OUT/logs/RECIPE-ENGINE-seedN.log``, which it keeps
+locked while it runs: one process per run, whichever sweep asks. What to do is
 read from the folder at each attempt: nothing there, train; a checkpoint short of the end,
 resume it; the final test line written, nothing. ``OUT`` is the same path on the client and
 on every worker (a shared filesystem: ``visible``).
@@ -11,6 +12,7 @@ on every worker (a shared filesystem: ``visible``).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import platform
@@ -20,6 +22,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,25 +106,38 @@ def _last_error(log: Path) -> str:
     return (errors or lines or ["no output"])[-1]
 
 
-def _execute(sweep: str, name: str, argv: list[str], out: Path, env: dict, cwd: Path | None = None) -> None:
-    """Run ``argv`` with its output appended to ``name``'s log; ``RunFailed`` if it fails."""
-    if sweep in _stopped:
-        raise RunFailed(f"{out / name}: not started, the sweep was stopped")
+@contextmanager
+def _claimed(out: Path, name: str):
+    """``name``'s log, open for appending and locked (``RunFailed`` if another process holds
+    it): a process started with it as its output keeps the lock until it exits."""
     log = log_path(out, name)
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("a") as f:
-        f.write(f"== {time.strftime('%Y-%m-%d %H:%M:%S')} on {socket.gethostname()}, worker pid {os.getpid()}: "
-                f"{shlex.join(argv)}\n")
-        f.flush()
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT, cwd=cwd,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1", **env})
-        _running[sweep, name] = proc
         try:
-            status = proc.wait()
-        finally:
-            del _running[sweep, name]
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunFailed(f"{out / name}: another process is still at it (it holds {log}): "
+                            "a second sweep, or one killed without its runs") from None
+        yield f
+
+
+def _execute(sweep: str, name: str, log, argv: list[str], where: Path, env: dict, cwd: Path | None = None) -> None:
+    """Run ``argv`` with its output appended to the open ``log``; ``RunFailed`` naming
+    ``where`` if it fails."""
+    if sweep in _stopped:
+        raise RunFailed(f"{where}: not started, the sweep was stopped")
+    log.write(f"== {time.strftime('%Y-%m-%d %H:%M:%S')} on {socket.gethostname()}, worker pid {os.getpid()}: "
+              f"{shlex.join(argv)}\n")
+    log.flush()
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", **env})
+    _running[sweep, name] = proc
+    try:
+        status = proc.wait()
+    finally:
+        del _running[sweep, name]
     if status != 0:
-        raise RunFailed(f"{out / name}: exit {status}: {_last_error(log)} (log: {log})")
+        raise RunFailed(f"{where}: exit {status}: {_last_error(Path(log.name))} (log: {log.name})")
 
 
 def train_run(sweep: str, run: Run, out: str, options: list[str]) -> dict:
@@ -129,12 +145,13 @@ def train_run(sweep: str, run: Run, out: str, options: list[str]) -> dict:
     ``scratchnet`` ``options`` such as ``--data-dir`` first); ``{"name", "state"}`` with the
     state it found."""
     out = Path(out)
-    state = run.state(out)
-    if state == NEW:  # lines of an attempt that died before its first checkpoint
-        (out / run.name / "metrics.jsonl").unlink(missing_ok=True)
-    if state != FINISHED:
-        _execute(sweep, run.name, [sys.executable, "-m", "scratchnet.cli", *options, *run.train_args(out, state)], out,
-                 PINNED)
+    with _claimed(out, run.name) as log:
+        state = run.state(out)
+        if state == NEW:  # lines of an attempt that died before its first checkpoint
+            (out / run.name / "metrics.jsonl").unlink(missing_ok=True)
+        if state != FINISHED:
+            argv = [sys.executable, "-m", "scratchnet.cli", *options, *run.train_args(out, state)]
+            _execute(sweep, run.name, log, argv, out / run.name, PINNED)
     return {"name": run.name, "state": state}
 
 
@@ -186,7 +203,8 @@ def bench_run(sweep: str, out: str, quick: bool, select: str | None) -> dict:
     target = out / "bench" / bench_folder(model)
     argv = [sys.executable, "-m", "bench.report", "--out", str(target), *(["--quick"] if quick else []),
             *(["-k", select] if select else [])]
-    _execute(sweep, name, argv, out, {}, cwd=root)
+    with _claimed(out, name) as log:
+        _execute(sweep, name, log, argv, target, {}, cwd=root)
     return {"name": name, "cpu": model, "report": str(target / "report.md")}
 
 

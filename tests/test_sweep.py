@@ -110,6 +110,20 @@ def test_a_failing_run_is_reported_while_the_others_finish(tmp_path, scheduler):
     assert result.stdout.startswith("| recipe |")
 
 
+def test_a_run_that_another_process_trains_is_left_alone(tmp_path, scheduler):
+    import fcntl
+
+    log = tmp_path / "runs" / "logs" / "mlp-sgd-scratchnet-seed1.log"
+    log.parent.mkdir(parents=True)
+    with log.open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        result = scratchnet("sweep", "mlp-sgd", "--engines", "scratchnet", "--steps", 30, "--out", tmp_path / "runs",
+                            "--scheduler", scheduler, timeout=TIMEOUT)
+    assert_fails(result, 1, "1 of 1 tasks failed:")
+    assert f"mlp-sgd-scratchnet-seed1: another process is still at it (it holds {log})" in result.stderr
+    assert not (tmp_path / "runs" / "mlp-sgd-scratchnet-seed1").exists()
+
+
 def test_a_sweep_stopped_mid_run_is_resumed_by_the_next_one_then_skipped(tmp_path, scheduler):
     out, steps = tmp_path / "runs", 6000  # the stop comes ~1 s after the first checkpoint: far from the end
     args = ["sweep", "mlp-sgd", "--engines", "scratchnet", "--steps", str(steps), "--batch-size", "10",
