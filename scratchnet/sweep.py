@@ -63,7 +63,7 @@ class Run:
 
     def state(self, out: Path) -> str:
         """``NEW``, ``INTERRUPTED`` or ``FINISHED``: what ``out``'s folder of this run holds.
-        ``UsageError`` if it holds a run with other options."""
+        ``UsageError`` if it holds a run with other options, or a longer one."""
         folder = out / self.name
         if not (folder / "checkpoint.npz").is_file():
             return NEW
@@ -77,6 +77,9 @@ class Run:
         metrics = folder / "metrics.jsonl"
         lines = [json.loads(l) for l in metrics.read_text().splitlines() if l.strip()] if metrics.is_file() else []
         tests = [l["step"] for l in lines if l.get("split") == "test"]
+        if tests and tests[-1] > self.steps:
+            raise UsageError(f"{folder}: holds a run of {tests[-1]} steps, longer than this sweep's {self.steps}; "
+                             "sweep into another --out")
         return FINISHED if tests and tests[-1] == self.steps else INTERRUPTED
 
     def train_args(self, out: Path, state: str) -> list[str]:

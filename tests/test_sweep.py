@@ -189,6 +189,9 @@ def test_a_folder_of_another_experiment_is_refused(tmp_path):
     assert_fails(scratchnet("sweep", "mlp-sgd", "--engines", "scratchnet", cwd=tmp_path), 2,
                  f"{folder.resolve()}: holds a run of scratchnet, seed 1, float32, --lr 0.1, not scratchnet, "
                  "seed 1, float32; sweep into another --out")
+    (folder / "metrics.jsonl").write_text(json.dumps({"step": 100, "split": "test", "accuracy": 0.9}) + "\n")
+    assert_fails(scratchnet("sweep", "mlp-sgd", "--engines", "scratchnet", "--lr", 0.1, "--steps", 50, cwd=tmp_path),
+                 2, f"{folder.resolve()}: holds a run of 100 steps, longer than this sweep's 50; sweep into another")
 
 
 def test_without_dask_the_sweep_says_how_to_install_it(tmp_path):
