@@ -1,5 +1,5 @@
-"""The ``scratchnet`` command: ``data``, ``train``, ``eval``, ``predict``, ``report``, ``parity``,
-``dashboard``, ``plot`` and ``tune``.
+"""The ``scratchnet`` command: ``data``, ``train``, ``sweep``, ``eval``, ``predict``, ``report``,
+``parity``, ``dashboard``, ``plot`` and ``tune``.
 
 Errors, for every command: ``scratchnet: error: <message>`` on stderr, no traceback
 (``--debug`` or ``SCRATCHNET_DEBUG=1`` shows it). Usage errors (a bad option, found before
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -21,6 +22,26 @@ from tfnet.parity import add_arguments as add_parity_arguments
 from .errors import ScratchnetError, UsageError
 
 MAX_SEED = 2**31 - 1
+
+
+def add_training_options(parser: argparse.ArgumentParser) -> None:
+    """The options that change how a recipe trains: ``recipes.OVERRIDES`` and the dtype."""
+    from .recipes import INITS, OPTIMIZER_DEFAULTS
+    parser.add_argument("--steps", type=int, help="training steps (default: the recipe's)")
+    parser.add_argument("--batch-size", type=int, help="batch size (default: the recipe's)")
+    parser.add_argument("--lr", type=float, help="a constant learning rate instead of the recipe's schedule")
+    parser.add_argument("--optimizer", choices=list(OPTIMIZER_DEFAULTS),
+                        help="this optimizer with TF1's defaults (momentum: 0.9) instead of the recipe's")
+    parser.add_argument("--keep-prob", type=float, help="the keep probability of every dropout layer")
+    parser.add_argument("--init", choices=list(INITS),
+                        help="every weight and bias from truncated_normal(0.1)/0.1 or Glorot-uniform")
+    parser.add_argument("--dtype", choices=["float32", "float64"], default=None,
+                        help="float32 (default) or float64 (a resume: the checkpoint's)")
+    ema = parser.add_mutually_exclusive_group()
+    ema.add_argument("--ema", dest="eval_with_ema", action="store_true", default=None,
+                     help="evaluate with the moving-average weights (recipes with a moving average)")
+    ema.add_argument("--no-ema", dest="eval_with_ema", action="store_false",
+                     help="evaluate with the raw weights")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,33 +58,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("data", help="show the MNIST splits, class counts and checksum status")
 
-    from .recipes import INITS, OPTIMIZER_DEFAULTS, RECIPES
+    from .recipes import RECIPES
     train = sub.add_parser("train", help="train a tutorial recipe and print its test accuracy")
     train.add_argument("recipe", choices=list(RECIPES), metavar="RECIPE",
                        help="one of: " + ", ".join(RECIPES))
     train.add_argument("--engine", choices=["scratchnet", "tf"], default=None,
                        help="scratchnet (default) or tf (a resume: the checkpoint's)")
-    train.add_argument("--steps", type=int, help="training steps (default: the recipe's)")
-    train.add_argument("--batch-size", type=int, help="batch size (default: the recipe's)")
-    train.add_argument("--lr", type=float, help="a constant learning rate instead of the recipe's schedule")
-    train.add_argument("--optimizer", choices=list(OPTIMIZER_DEFAULTS),
-                       help="this optimizer with TF1's defaults (momentum: 0.9) instead of the recipe's")
-    train.add_argument("--keep-prob", type=float, help="the keep probability of every dropout layer")
-    train.add_argument("--init", choices=list(INITS),
-                       help="every weight and bias from truncated_normal(0.1)/0.1 or Glorot-uniform")
+    add_training_options(train)
     train.add_argument("--seed", type=int, default=None,
                        help="initialisation, data order and dropout (default 1; a resume: the checkpoint's)")
-    train.add_argument("--dtype", choices=["float32", "float64"], default=None,
-                       help="float32 (default) or float64 (a resume: the checkpoint's)")
     train.add_argument("--out", type=Path, help="output folder (default: runs/RECIPE-ENGINE-seedN; "
                                                 "a resume: the checkpoint's folder)")
     train.add_argument("--resume", type=Path, metavar="RUN",
                        help="continue the run of this checkpoint.npz or run folder")
-    ema = train.add_mutually_exclusive_group()
-    ema.add_argument("--ema", dest="eval_with_ema", action="store_true", default=None,
-                     help="evaluate with the moving-average weights (recipes with a moving average)")
-    ema.add_argument("--no-ema", dest="eval_with_ema", action="store_false",
-                     help="evaluate with the raw weights")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("--no-nan-check", action="store_true",
                        help="train on through a non-finite loss or parameter (default: stop there)")
@@ -104,6 +111,24 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="the results table (markdown) of the finished runs in a folder")
     report.add_argument("runs", type=Path, nargs="?", default=Path("runs"))
 
+    sweep = sub.add_parser("sweep", help="train recipes × seeds × engines on a Dask cluster, then the results table")
+    sweep.add_argument("recipes", nargs="*", metavar="RECIPE", help="recipes, or all (" + ", ".join(RECIPES) + ")")
+    sweep.add_argument("--seeds", type=int, nargs="+", default=[1], metavar="S", help="seeds (default 1)")
+    sweep.add_argument("--engines", nargs="+", choices=["scratchnet", "tf"], default=["scratchnet", "tf"],
+                       metavar="ENGINE", help="scratchnet and/or tf (default both)")
+    add_training_options(sweep)
+    sweep.add_argument("--out", type=Path, default=Path("runs"),
+                       help="the folder of the run folders RECIPE-ENGINE-seedN (default runs)")
+    sweep.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                       help="an existing Dask scheduler whose workers share --out (default: a cluster on this "
+                            "machine, one single-threaded worker per core)")
+    sweep.add_argument("--bench", action="store_true",
+                       help="also run python -m bench.report once per CPU model into OUT/bench/CPU/")
+    sweep.add_argument("--bench-quick", action="store_true",
+                       help="with --bench: bench.report --quick, its one-round pipeline check")
+    sweep.add_argument("--bench-select", metavar="EXPR",
+                       help="only the benchmarks of this pytest -k expression (bench.report -k), e.g. sgemm")
+
     parity = sub.add_parser("parity", help="compare scratchnet with TensorFlow, tensor by tensor")
     add_parity_arguments(parity)
 
@@ -129,22 +154,44 @@ def _in_range(option: str, value, low, high=None) -> None:
         raise UsageError(f"{option} must be {bound}, got {value}")
 
 
+def _validate_sweep(args) -> None:
+    from .recipes import RECIPES
+    if not args.recipes and not args.bench:
+        raise UsageError("sweep: give at least one RECIPE (or all), or --bench")
+    unknown = [r for r in args.recipes if r not in RECIPES and r != "all"]
+    if unknown:
+        raise UsageError(f"sweep: unknown recipe {unknown[0]!r}; choose from all, {', '.join(RECIPES)}")
+    for seed in args.seeds:
+        _in_range("--seeds", seed, 0, MAX_SEED)
+    for option, values in (("--seeds", args.seeds), ("--engines", args.engines), ("RECIPE", args.recipes)):
+        twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
+        if twice is not None:
+            raise UsageError(f"{option}: {twice} is given twice")
+    if (args.bench_select is not None or args.bench_quick) and not args.bench:
+        raise UsageError(f"{'--bench-select' if args.bench_select is not None else '--bench-quick'} goes with --bench")
+    if args.scheduler is not None and not re.fullmatch(r"(tcp|tls)://[^/:\s]+:\d{1,5}", args.scheduler):
+        raise UsageError(f"--scheduler {args.scheduler}: not a Dask scheduler address (tcp://HOST:PORT)")
+
+
 def validate(args) -> None:
     """Refuse options that cannot work, before any work starts (``UsageError``)."""
     from .data import TEST_SIZE, TRAIN_SIZE
 
     if args.data_dir is not None and not args.data_dir.is_dir():
         raise UsageError(f"--data-dir {args.data_dir}: no such folder")
-    if args.command == "train":
+    if args.command in ("train", "sweep"):
         _in_range("--steps", args.steps, 1)
         _in_range("--batch-size", args.batch_size, 1, TRAIN_SIZE)
-        _in_range("--seed", args.seed, 0, MAX_SEED)
         if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
             raise UsageError(f"--lr must be a positive number, got {args.lr}")
         if args.keep_prob is not None and not 0 < args.keep_prob <= 1:
             raise UsageError(f"--keep-prob must be in (0, 1], got {args.keep_prob}")
         if args.out is not None and args.out.exists() and not args.out.is_dir():
             raise UsageError(f"--out {args.out}: a file, not a folder")
+    if args.command == "sweep":
+        _validate_sweep(args)
+    if args.command == "train":
+        _in_range("--seed", args.seed, 0, MAX_SEED)
         if args.resume is not None and not (args.resume.is_file() or (args.resume / "checkpoint.npz").is_file()):
             raise UsageError(f"--resume {args.resume}: no checkpoint there (a checkpoint.npz or a run folder)")
         for option, value in zip(("TRAIN", "TEST"), args.log_every):
@@ -204,8 +251,9 @@ def validate(args) -> None:
 def _command(args):
     from .commands.dashboard import dashboard
     from .commands.evaluate import evaluate
-    from .commands.predict import predict_command
     from .commands.plot import plot
+    from .commands.predict import predict_command
+    from .commands.sweep import sweep
     from .commands.train import train
     from .commands.tune import tune_command
 
@@ -224,7 +272,8 @@ def _command(args):
         return run(args)
 
     return {"data": data, "train": train, "eval": evaluate, "predict": predict_command, "report": report,
-            "parity": parity, "dashboard": dashboard, "plot": plot, "tune": tune_command}[args.command]
+            "parity": parity, "dashboard": dashboard, "plot": plot, "tune": tune_command,
+            "sweep": sweep}[args.command]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,9 +20,9 @@ class StopFlag:
 
 
 @contextmanager
-def deferred_signals(stream=sys.stderr):
-    """Inside the block, the first SIGINT or SIGTERM only sets ``flag.signum`` (and says so on
-    ``stream``); a second one raises ``KeyboardInterrupt`` at once. The previous handlers
+def deferred_signals(stream=sys.stderr, stopping: str = "stopping after this step"):
+    """Inside the block, the first SIGINT or SIGTERM only sets ``flag.signum`` (and says
+    ``stopping`` on ``stream``); a second one raises ``KeyboardInterrupt`` at once. The previous handlers
     come back on exit. Outside the main thread (where Python delivers no signals) the flag
     simply never rises."""
     flag = StopFlag()
@@ -34,7 +34,7 @@ def deferred_signals(stream=sys.stderr):
         if flag.signum is not None:
             raise KeyboardInterrupt
         flag.signum = signum
-        print(f"\n{signal.Signals(signum).name}: stopping after this step (again to stop at once)",
+        print(f"\n{signal.Signals(signum).name}: {stopping} (again to stop at once)",
               file=stream, flush=True)
 
     previous = {s: signal.signal(s, handler) for s in SIGNALS}
