@@ -13,27 +13,11 @@ import platform
 import re
 from pathlib import Path
 
+from scratchnet.cpu import cpuinfo, model_name
+
 # The vector extensions that decide which kernels a CPU runs well, in /proc/cpuinfo's names.
 VECTOR_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx_vnni", "avx512f", "avx512dq", "avx512bw", "avx512vl",
                 "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
-
-
-def cpuinfo(text: str | None = None) -> dict:
-    """The first processor's fields of /proc/cpuinfo (``text`` for tests); {} if unreadable."""
-    if text is None:
-        try:
-            text = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return {}
-    fields = {}
-    for line in text.splitlines():
-        if not line.strip():
-            if fields:
-                break
-            continue
-        key, _, value = line.partition(":")
-        fields.setdefault(key.strip(), value.strip())
-    return fields
 
 
 def vector_extensions(info: dict) -> list[str]:
@@ -43,8 +27,7 @@ def vector_extensions(info: dict) -> list[str]:
 
 def slug(info: dict) -> str:
     """``<model name>-f<family>m<model>`` in lower case, without trademarks, "CPU" and clock."""
-    name = info.get("model name") or platform.processor() or platform.machine() or "unknown-cpu"
-    name = re.sub(r"\((r|tm)\)|\bcpu\b|@.*$|\bprocessor\b|\d+-core", " ", name, flags=re.I)
+    name = re.sub(r"\((r|tm)\)|\bcpu\b|@.*$|\bprocessor\b|\d+-core", " ", model_name(info), flags=re.I)
     name = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "unknown-cpu"
     if "cpu family" in info and "model" in info:
         name += f"-f{info['cpu family']}m{info['model']}"

@@ -15,7 +15,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import platform
 import re
 import shlex
 import socket
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import scratchnet
 
+from .cpu import cpuinfo, model_name
 from .errors import ScratchnetError, UsageError
 from .recipes import RECIPES
 from .report import override_flags
@@ -180,13 +180,7 @@ def stop_runs(sweep: str, timeout: float = 120) -> list[str]:
 
 def cpu_model() -> str:
     """This machine's CPU model, as /proc/cpuinfo names it (else the platform's word for it)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown-cpu"
+    return model_name(cpuinfo())
 
 
 def bench_folder(model: str) -> str:

@@ -54,6 +54,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..cpu import cpuinfo
 from ._runtime import CACHE_DIR, NUM_THREADS
 
 KERNEL_VERSION = 1  # bump when a kernel's speed changes enough to void earlier measurements
@@ -217,24 +218,10 @@ def time_candidates(pass_: str, key: tuple, repeats: int = REPEATS, choices=None
 _VECTOR = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx_vnni", "neon", "asimd", "sve")
 
 
-def _cpuinfo() -> dict[str, str]:
-    info: dict[str, str] = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if not line.strip():
-                    break  # the first processor is enough
-                k, _, v = line.partition(":")
-                info.setdefault(k.strip(), v.strip())
-    except OSError:
-        pass
-    return info
-
-
 def machine() -> dict:
     """What the measurements depend on. A cache file is used only on an exact match."""
     import numba
-    info = _cpuinfo()
+    info = cpuinfo()
     flags = (info.get("flags") or info.get("Features") or "").split()
     try:
         blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
