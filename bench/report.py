@@ -13,6 +13,10 @@ of overwriting; ``bench/results/README.md`` and the marked block of
     python -m bench.report -k "inference"  a part (pytest -k): written to <cpu>/partial/, nothing else touched
     python -m bench.report --machines      only rebuild the side-by-side tables from summary.json files
 
+Before round 1, ``scratchnet tune all`` (``--no-tune``: not) measures the convolution
+candidates of every recipe not yet in this machine's tuning cache, so the fast rows run
+what a tuned machine runs; the report lists the algorithm of every layer pass.
+
 Each round runs three processes one after the other:
 
 1. numpy + fast (scratchnet), and the sgemm yardstick,
@@ -86,6 +90,47 @@ def run_round(r: int, args, raw: Path, log) -> None:
         log(f"round {r} {tag}: {time.time() - t0:.0f} s, exit {res.returncode}, load {loadavg()}")
         if res.returncode != 0:
             log(res.stdout[-3000:] + res.stderr[-3000:])
+
+
+def tune_first(log) -> None:
+    """``scratchnet tune all`` before round 1 (a subprocess, like the rounds): the fast rows
+    then run what a user gets once the machine is tuned; shapes already in the cache are
+    not measured again."""
+    t0 = time.time()
+    log(f"tune: load {loadavg()} ...")
+    res = subprocess.run([sys.executable, "-m", "scratchnet.cli", "tune", "all"], cwd=ROOT, capture_output=True,
+                         text=True)
+    summary = [line for line in res.stdout.splitlines() if "measured now" in line]
+    log(f"tune: {time.time() - t0:.0f} s, exit {res.returncode}, load {loadavg()}"
+        + (f"; {summary[0]}" if summary else ""))
+    if res.returncode != 0:
+        log(res.stdout[-3000:] + res.stderr[-3000:])
+
+
+def conv_plans() -> dict:
+    """{recipe: {"train": plan, "eval": plan}}: the convolution algorithm and chunk of every
+    layer pass the fast backend runs in a training step and in a batch-1,000 evaluation
+    (``kernels.tuning.conv_plan``), with where each choice came from."""
+    from scratchnet.commands.tune import conv_recipes
+    from scratchnet.kernels import tuning
+    from scratchnet.recipes import RECIPES
+    from scratchnet.train import EVAL_BATCH
+
+    def text(rows):
+        measured = sum(r.source == "measured" for r in rows)
+        return f"{tuning.plan_text(rows)} ({measured} of {len(rows)} measured)"
+    return {name: {"train": text(tuning.conv_plan(name, RECIPES[name].batch_size)),
+                   "eval": text(tuning.conv_plan(name, EVAL_BATCH, training=False))} for name in conv_recipes()}
+
+
+def plan_markdown(plans: dict) -> str:
+    if not plans:
+        return ""
+    lines = ["### Convolution algorithms the fast rows ran (`kernels.tuning.conv_plan`; algorithm/chunk, "
+             "+ = dx and dw in one Winograd pass)", "", "| recipe | training step | evaluation, batch 1,000 |",
+             "|---|---|---|"]
+    lines += [f"| {name} | {p['train']} | {p['eval']} |" for name, p in plans.items()]
+    return "\n".join(lines) + "\n"
 
 
 def collect(raw: Path):
@@ -212,8 +257,9 @@ def markdown(sgemm_gf, tables, header: str) -> str:
     if tables["inference"]:
         lines += ["### Inference: the evaluation forward pass (float32, median ms; images/s = batch / time)", "",
                   "scratchnet: `Trainer.logits` (training=False, what every evaluation runs); TF: a `tf.function` "
-                  "of the tfnet twin, `training=False` (tf-keras: the Keras network's `predict_on_batch`). scratchnet has no inference mode: its layers keep their "
-                  "backward caches, whose size after the pass is the last column.", "",
+                  "of the tfnet twin, `training=False` (tf-keras: the Keras network's `predict_on_batch`). `Trainer.logits` "
+                  "runs `Sequential.infer`, which keeps no backward cache; the last column is what the layers "
+                  "still hold after the pass.", "",
                   "| recipe | batch | numpy | fast | fast images/s | " + tf_head
                   + " | TF best | TF best images/s | speed-up vs TF best | caches kept (MB) |",
                   "|---|" + "---:|" * (len(TF_IMPLS) + 8)]
@@ -367,6 +413,9 @@ def main(argv=None) -> int:
     p.add_argument("-k", dest="only", help="pytest -k expression to select benchmarks")
     p.add_argument("--out", type=Path, default=OUT, help="results root (one folder per CPU inside)")
     p.add_argument("--no-run", action="store_true", help="rebuild the report from the JSON already in raw/")
+    p.add_argument("--no-tune", action="store_true",
+                   help="do not run `scratchnet tune all` first (the fast rows then use whatever the tuning "
+                        "cache holds, or the built-in rules)")
     p.add_argument("--machines", action="store_true",
                    help="only rebuild OUT/README.md and docs/performance.md's side-by-side table")
     args = p.parse_args(argv)
@@ -393,16 +442,20 @@ def main(argv=None) -> int:
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     cmd = "python -m bench.report " + " ".join(argv if argv is not None else sys.argv[1:])
     run_file = raw / "run.json"  # the measuring run's command and log, for --no-run rebuilds
+    plans = {}
     if args.no_run:
         if run_file.exists():
             run = json.loads(run_file.read_text())
-            cmd, started, log_lines[:] = run["command"], run["started"], run["log"]
+            cmd, started, log_lines[:], plans = run["command"], run["started"], run["log"], run.get("plans", {})
     else:
         for old in raw.glob("round*.json"):
             old.unlink()
+        if not (args.quick or args.no_tune):
+            tune_first(log)
+        plans = conv_plans()
         for r in range(1, args.rounds + 1):
             run_round(r, args, raw, log)
-        run_file.write_text(json.dumps({"command": cmd, "started": started, "log": log_lines}))
+        run_file.write_text(json.dumps({"command": cmd, "started": started, "log": log_lines, "plans": plans}))
     med, counts, meta = collect(raw)
     sgemm_gf, tables = build_tables(med, meta)
     rounds = max(counts.values(), default=0)
@@ -412,7 +465,7 @@ def main(argv=None) -> int:
               f"Command: `{cmd.strip()}` — started {started}, {rounds} round(s).\n\n"
               f"Machine: {machine_info.one_line(machine)}.\n\n"
               "Process log (load average = 1, 5, 15 min):\n\n```\n" + "\n".join(log_lines) + "\n```")
-    text = markdown(sgemm_gf, tables, header)
+    text = markdown(sgemm_gf, tables, header) + ("\n" + plan_markdown(plans) if plans else "")
     (folder / "report.md").write_text(text)
     chart(tables, folder / "report.png")
     if not partial:

@@ -3,13 +3,12 @@ latency a user of ``scratchnet predict`` sees) and batch 1,000 (``EVAL_BATCH``: 
 evaluation of the test or validation set runs 10 or 5 of these), on real MNIST test images.
 
 * ``numpy`` / ``fast``: ``Trainer.logits(images)``, exactly what an evaluation calls per
-  chunk (``model.forward(x, training=False)``: no dropout, BatchNorm on its moving
-  statistics). scratchnet has no separate inference mode: every layer still keeps its
-  backward cache. The benchmark records what that costs in memory (``cache_bytes``: the
-  arrays the caches hold after the pass, beyond the input batch, which an inference mode
-  could free as soon as the next layer has read them) and, in time, it is inside the
-  measured figure (the max-pool's argmax plane, the LSTM's cell states are written
-  because backward might need them).
+  chunk: ``Sequential.infer`` (the value of ``model.forward(x, training=False)``: no
+  dropout, BatchNorm on its moving statistics) with nothing kept for backward: no
+  max-pool argmax, no LSTM gates per step, ReLU and BatchNorm in place on the model's own
+  arrays. ``cache_bytes`` checks it: the arrays the layers still hold after the pass,
+  beyond the input batch and the parameters (0 with ``infer``; 379 MB for conv-bn when
+  evaluations ran ``forward``).
 * ``tf`` / ``tf-xla``: a ``tf.function`` of the tfnet twin, ``twin(x, training=False)``
   (what ``TFTrainer.logits`` runs), with a fixed input signature, the input a
   ``tf.constant`` made outside the timing (TF is not charged the NumPy-to-tensor copy

@@ -41,7 +41,7 @@ def predict(model, images: np.ndarray) -> np.ndarray:
     from .ops import softmax
 
     x = np.asarray(images, model.dtype).reshape(len(images), FIELD, FIELD, 1)
-    return np.concatenate([softmax(model.forward(x[i:i + PREDICT_BATCH]))
+    return np.concatenate([softmax(model.infer(x[i:i + PREDICT_BATCH]))
                            for i in range(0, len(x), PREDICT_BATCH)])
 
 

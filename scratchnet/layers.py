@@ -48,12 +48,25 @@ class Layer:
         y, self._cache = self._forward(x, training)
         return y
 
+    def infer(self, x: np.ndarray, *, overwrite_input: bool = False) -> np.ndarray:
+        """The value of ``forward(x, training=False)`` with nothing kept for a backward pass:
+        the cache is dropped, and the work a backward would need from the forward (the
+        max-pool's argmax, the LSTM's gates at every step) is skipped.
+        ``overwrite_input``: x is scratch the caller no longer needs; a pointwise layer
+        (ReLU, BatchNorm) then writes y into it instead of a fresh array."""
+        self._check_input(x)
+        self._cache = None
+        return self._infer(x, overwrite_input)
+
+    def _infer(self, x, overwrite_input):
+        return self._forward(x, False)[0]
+
     def backward(self, dy: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
         """Fill ``grads`` and return dL/dx; with ``input_grad=False`` (the first layer of a
         training step: nothing consumes dL/dx) return None and skip computing it where
         the layer can (``_param_grads``)."""
         if self._cache is None:
-            raise RuntimeError(f"{self.name}: backward() called before forward()")
+            raise RuntimeError(f"{self.name}: backward() called before forward() (infer() keeps no cache)")
         if input_grad:
             dx, grads = self._backward(dy, self._cache)
         else:
@@ -215,6 +228,11 @@ class BatchNorm(Layer):
         return self.op("batchnorm_forward")(x, mean, var, self.params.get("offset"), self.params.get("scale"),
                                             self.eps, training)
 
+    def _infer(self, x, overwrite_input):
+        mean, var = self.moving_mean.astype(x.dtype, copy=False), self.moving_variance.astype(x.dtype, copy=False)
+        return self.op("batchnorm")(x, mean, var, self.params.get("offset"), self.params.get("scale"), self.eps,
+                                    out=x if overwrite_input else None)
+
     def _backward(self, dy, cache):
         dx, doffset, dscale = self.op("batchnorm_backward")(dy, cache)
         return dx, {k: g for k, g in (("offset", doffset), ("scale", dscale)) if g is not None}
@@ -240,6 +258,9 @@ class MaxPool2D(Layer):
     def _forward(self, x, training):
         return self.op("max_pool_forward")(x, self.pool_size, self.stride, self.padding)
 
+    def _infer(self, x, overwrite_input):
+        return self.op("max_pool")(x, self.pool_size, self.stride, self.padding)
+
     def _backward(self, dy, cache):
         return self.op("max_pool_backward")(dy, cache), {}
 
@@ -259,6 +280,9 @@ class _Pointwise(Layer):
 class ReLU(_Pointwise):
     """y = max(x, 0); dx = dy · [x > 0]."""
     kind = "relu"
+
+    def _infer(self, x, overwrite_input):
+        return self.op("relu")(x, out=x if overwrite_input else None)
 
 
 class Sigmoid(_Pointwise):
@@ -369,6 +393,10 @@ class LSTM(Layer):
     def _forward(self, x, training):
         h, cache = self.op("lstm_forward")(x, self.params["kernel"], self.params["bias"], self.forget_bias)
         return (h if self.return_sequences else h[:, -1]), (cache, h.shape)
+
+    def _infer(self, x, overwrite_input):
+        return self.op("lstm_infer")(x, self.params["kernel"], self.params["bias"], self.forget_bias,
+                                     all_steps=self.return_sequences)
 
     def _backward(self, dy, cache):
         cache, h_shape = cache

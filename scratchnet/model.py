@@ -46,6 +46,16 @@ class Sequential:
 
     __call__ = forward
 
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        """The value of ``forward(x)`` (evaluation mode) keeping nothing for a backward pass
+        (``Layer.infer``): each layer's output is freed once the next has read it, and the
+        arrays the model made itself are reused in place by ReLU and BatchNorm. What every
+        evaluation and prediction runs."""
+        h = x
+        for layer in self.layers:
+            h = layer.infer(h, overwrite_input=not np.may_share_memory(h, x))
+        return h
+
     def backward(self, dy: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
         """Backpropagate ``dy`` (gradient of the loss w.r.t. the output); return dL/dx.
 

@@ -118,10 +118,11 @@ class Trainer:
                                                num_updates=self.step)
 
     def logits(self, images: np.ndarray, *, use_ema: bool = False) -> np.ndarray:
-        """Inference logits [N, 10], computed EVAL_BATCH images at a time."""
+        """Inference logits [N, 10], computed EVAL_BATCH images at a time (``Sequential.infer``:
+        evaluation mode, nothing kept for backward)."""
         swap = self.ema.averaged(self.model.params) if use_ema and self.ema else nullcontext()
         with swap:
-            return np.concatenate([self.model.forward(images[i:i + EVAL_BATCH].astype(self.dtype, copy=False))
+            return np.concatenate([self.model.infer(images[i:i + EVAL_BATCH].astype(self.dtype, copy=False))
                                    for i in range(0, len(images), EVAL_BATCH)])
 
     def predict(self, images: np.ndarray, *, use_ema: bool = False) -> np.ndarray:

@@ -94,3 +94,14 @@ def test_each_cpu_gets_its_folder_and_the_doc_block_shows_them_side_by_side(tmp_
     assert row.count("**1.25×** (2.00 vs 2.50 ms, tf-keras)") == 2
     assert (tmp_path / "results" / "README.md").read_text().count("inference conv3 batch 1000") == 1
     assert "| sweep mlp: speed-up by batch | 2.00× (batch 500) | 2.00× (batch 500) |" in text
+
+
+def test_report_names_the_convolution_algorithm_of_every_layer_pass():
+    from bench.report import conv_plans, plan_markdown
+    from scratchnet.commands.tune import conv_recipes
+    plans = conv_plans()
+    assert list(plans) == conv_recipes()
+    assert plans["conv3"]["train"].startswith("conv1 fwd ") and " dx " in plans["conv3"]["train"]
+    assert "dx" not in plans["conv3"]["eval"] and "of 3 measured" in plans["conv3"]["eval"]
+    table = plan_markdown(plans).splitlines()
+    assert sum(line.startswith("| conv") or line.startswith("| deep") for line in table) == len(plans)

@@ -12,12 +12,15 @@ conv2d_*                  chunked NHWC im2col (Numba, contiguous runs) + one-thr
                           ``tuning`` has a measurement (``scratchnet tune``);
                           ``conv2d_backward_params`` skips dX for a first layer
 max_pool_*                one Numba pass writing max and uint8 argmax; backward writes dx once
-                          when the windows tile the input, else scatters through the argmax
+                          when the windows tile the input, else scatters through the argmax;
+                          ``max_pool`` (inference) the same pass without the argmax
 dense_*                   BLAS with transpose flags, bias added in place; big-weight dX as
                           (w @ dyᵀ)ᵀ; ``dense_backward_params`` skips dX for a first layer
 lstm_*                    hoisted input GEMM, one 4-gate GEMM per step, fused pointwise,
-                          post-loop weight-gradient GEMMs
-relu_*                    one-pass Numba, split over the worker threads
+                          post-loop weight-gradient GEMMs; ``lstm_infer`` runs L2-sized row
+                          blocks through all steps keeping only the current c and h
+relu_*, relu              one-pass Numba, split over the worker threads (``relu``, inference:
+                          in place when the model says its input is scratch)
 moments, batchnorm_*      per-channel row sweeps (Numba, float64 accumulators, split over the
                           workers); the backward's compact formula in one reduction + one write
 softmax_cross_entropy     one pass per row (Numba)
@@ -34,15 +37,15 @@ from ..ops import (dropout_backward, dropout_forward, l2_loss, l2_penalty, log_s
                    naive_cross_entropy_sum, output_size, sigmoid, sigmoid_backward, sigmoid_forward, softmax,
                    softmax_backward, softmax_forward, tanh_backward, tanh_forward)
 from ._runtime import CACHE_DIR, NUM_THREADS  # noqa: F401
-from .activations import relu_backward, relu_forward  # noqa: F401
-from .batchnorm import batchnorm_backward, batchnorm_forward, moments  # noqa: F401
+from .activations import relu, relu_backward, relu_forward  # noqa: F401
+from .batchnorm import batchnorm, batchnorm_backward, batchnorm_forward, moments  # noqa: F401
 from .conv import conv2d_backward, conv2d_backward_params, conv2d_forward, conv_algorithm  # noqa: F401
 from .dense import dense_backward, dense_backward_params, dense_forward  # noqa: F401
 from .losses import softmax_cross_entropy  # noqa: F401
-from .lstm import lstm_backward, lstm_forward  # noqa: F401
-from .pool import max_pool_backward, max_pool_forward  # noqa: F401
+from .lstm import lstm_backward, lstm_forward, lstm_infer  # noqa: F401
+from .pool import max_pool, max_pool_backward, max_pool_forward  # noqa: F401
 
 FAST = ("conv2d_forward", "conv2d_backward", "conv2d_backward_params", "dense_backward_params", "max_pool_forward", "max_pool_backward",
         "dense_forward", "dense_backward", "lstm_forward", "lstm_backward",
         "relu_forward", "relu_backward", "softmax_cross_entropy",
-        "moments", "batchnorm_forward", "batchnorm_backward")
+        "moments", "batchnorm_forward", "batchnorm_backward", "relu", "batchnorm", "max_pool", "lstm_infer")

@@ -47,6 +47,16 @@ def relu_forward(x):
     return y, x
 
 
+def relu(x, out=None):
+    """y = max(x, 0) alone (inference), into ``out`` if given (may be x itself)."""
+    if not x.flags.c_contiguous or (out is not None and not out.flags.c_contiguous):
+        return np.maximum(x, 0, out=out)
+    y = np.empty_like(x) if out is None else out
+    xf, yf = x.reshape(-1), y.reshape(-1)
+    parallel(lambda a, b: _relu(xf, yf, a, b), xf.size, _MIN_PER_THREAD)
+    return y
+
+
 def relu_backward(dy, x):
     """dx = dy · [x > 0]."""
     if not (dy.flags.c_contiguous and x.flags.c_contiguous) or dy.shape != x.shape:

@@ -110,16 +110,30 @@ def moments(x: np.ndarray):
     return mean, _column_sums(x2, mean, 2) / m
 
 
-def batchnorm_forward(x, mean, var, offset, scale, eps: float, batch_statistics: bool = True):
-    """y = x·inv + (offset − mean·inv), inv = rsqrt(var + eps)·scale (as the reference)."""
+def _normalize(x, mean, var, offset, scale, eps, out=None):
+    """(y, x2, rstd, inv): y = x·inv + (offset − mean·inv), inv = rsqrt(var + eps)·scale,
+    as the reference; into ``out`` if given (may be x itself)."""
     rstd = 1 / np.sqrt(var + x.dtype.type(eps))
     inv = rstd * scale if scale is not None else rstd
     shift = offset - mean * inv if offset is not None else -mean * inv
     x2 = _rows(x)
-    y = np.empty(x.shape, x.dtype)
+    y = np.empty(x.shape, x.dtype) if out is None else out
     y2 = y.reshape(x2.shape)
     parallel(lambda a, b: _affine(x2, y2, inv, shift, a, b), x2.shape[0], _MIN_ROWS)
+    return y, x2, rstd, inv
+
+
+def batchnorm_forward(x, mean, var, offset, scale, eps: float, batch_statistics: bool = True):
+    """y = x·inv + (offset − mean·inv), inv = rsqrt(var + eps)·scale (as the reference)."""
+    y, x2, rstd, inv = _normalize(x, mean, var, offset, scale, eps)
     return y, (x2, x.shape, mean, rstd, inv, scale, offset is not None, batch_statistics)
+
+
+def batchnorm(x, mean, var, offset, scale, eps: float, out=None):
+    """y alone, with fixed statistics (inference), into ``out`` if given (may be x itself)."""
+    if out is not None and not (out.flags.c_contiguous and x.flags.c_contiguous):
+        out = None
+    return _normalize(x, mean, var, offset, scale, eps, out)[0]
 
 
 def batchnorm_backward(dy, cache):

@@ -98,11 +98,10 @@ def _cell_backward(dh_out, dh_next, dc, a, c_prev, tc, dz):
             dcr[k] = d * f
 
 
-def lstm_forward(x, kernel, bias, forget_bias: float = 1.0):
-    """Return all hidden states ``h [N, T, H]`` and the cache for ``lstm_backward`` (this module's)."""
-    n, t_len, d = x.shape
+def _prepared(kernel, bias, forget_bias, dtype):
+    """(perm, kp, ks, bp): the kernel in internal gate order, the same with its sigmoid
+    columns halved, and the bias (forget bias folded in) halved the same way."""
     hidden = kernel.shape[1] // 4
-    dtype = x.dtype
     perm = _gate_order(hidden)
     kp = np.ascontiguousarray(kernel[:, perm])
     bp = bias[perm].astype(dtype, copy=True)
@@ -115,6 +114,15 @@ def lstm_forward(x, kernel, bias, forget_bias: float = 1.0):
     ks = kp.copy()
     ks[:, :3 * hidden] *= half
     bp[:3 * hidden] *= half
+    return perm, kp, ks, bp
+
+
+def lstm_forward(x, kernel, bias, forget_bias: float = 1.0):
+    """Return all hidden states ``h [N, T, H]`` and the cache for ``lstm_backward`` (this module's)."""
+    n, t_len, d = x.shape
+    hidden = kernel.shape[1] // 4
+    dtype = x.dtype
+    perm, kp, ks, bp = _prepared(kernel, bias, forget_bias, dtype)
     # xh[t] = [x_t, h_{t-1}]: the step GEMM reads h_{t-1} from it, and the backward gets
     # both weight gradients from ONE GEMM over it.
     xh = np.empty((t_len + 1, n, d + hidden), dtype)
@@ -143,6 +151,54 @@ def lstm_forward(x, kernel, bias, forget_bias: float = 1.0):
         parallel(rows, n, min_per_thread=MIN_ROWS)
     h = np.ascontiguousarray(xh[1:, :, d:].transpose(1, 0, 2))
     return h, (xh, kp, perm, acts, cs, tcs, d)
+
+
+# Inference: rows in blocks whose per-step gates stay in L2 (128 rows · 4H = 512 floats:
+# 256 KB). Measured, lstm recipe, batch 1,000, 2 workers, median of 9 (AMD EPYC Zen 4):
+# blocks of 16 / 32 / 64 / 128 / 256 / 500 rows: 78 / 56 / 50 / 42 / 47 / 44 ms.
+INFER_BLOCK = 128
+
+
+def lstm_infer(x, kernel, bias, forget_bias: float = 1.0, all_steps: bool = True):
+    """h [N, T, H] (``all_steps``) or the last step's h [N, H], keeping nothing for backward.
+
+    The forward's arithmetic in the same order (so the same values), but each worker runs
+    blocks of ``INFER_BLOCK`` rows through all T steps with only the current c and h: the
+    forward's [T, N, 4H] gates and [T, N, H] cell states (57 + 28 MB at N = 1,000) are
+    never written."""
+    n, t_len, d = x.shape
+    hidden = kernel.shape[1] // 4
+    dtype = x.dtype
+    _, _, ks, bp = _prepared(kernel, bias, forget_bias, dtype)
+    kx, kh = ks[:d], ks[d:]
+    out = np.empty((n, t_len, hidden) if all_steps else (n, hidden), dtype)
+
+    def rows(a, b):
+        for s in range(a, b, INFER_BLOCK):
+            e = min(s + INFER_BLOCK, b)
+            m = e - s
+            gx = np.matmul(np.ascontiguousarray(x[s:e].transpose(1, 0, 2)).reshape(t_len * m, d), kx)
+            gx = gx.reshape(t_len, m, 4 * hidden)
+            gx += bp
+            h = np.zeros((m, hidden), dtype)
+            c, c_next = np.zeros((m, hidden), dtype), np.empty((m, hidden), dtype)
+            z = np.empty((m, 4 * hidden), dtype)
+            for t in range(t_len):
+                np.dot(h, kh, out=z)
+                np.add(gx[t], z, out=z)
+                np.tanh(z, out=z)
+                _gates_cell(z, c, c_next)  # z becomes [σi, σf, σo, tanh j]
+                c, c_next = c_next, c
+                np.tanh(c, out=h)
+                np.multiply(h, z[:, 2 * hidden:3 * hidden], out=h)
+                if all_steps:
+                    out[s:e, t] = h
+            if not all_steps:
+                out[s:e] = h
+
+    with blas_single():
+        parallel(rows, n, min_per_thread=MIN_ROWS)
+    return out
 
 
 def lstm_backward(dh_out, cache):

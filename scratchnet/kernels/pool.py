@@ -21,7 +21,9 @@ from ._runtime import njit, parallel
 
 
 @njit
-def _pool_forward(x, y, arg, n0, n1, kh, kw, sh, sw, pt, pl):
+def _pool_forward(x, y, arg, n0, n1, kh, kw, sh, sw, pt, pl, record=True):
+    """y = the window maxima; with ``record``, arg = the position of the first maximum
+    (``record=False``, inference: arg is not touched)."""
     h, w, c = x.shape[1], x.shape[2], x.shape[3]
     ho, wo = y.shape[1], y.shape[2]
     ninf = x.dtype.type(-np.inf)
@@ -29,7 +31,7 @@ def _pool_forward(x, y, arg, n0, n1, kh, kw, sh, sw, pt, pl):
         for i in range(ho):
             for j in range(wo):
                 yv = y[n, i, j]
-                av = arg[n, i, j]
+                av = arg[n, i, j] if record else arg[0, 0, 0]
                 # window position (0, 0) initialises, exactly like the reference
                 ih, iw = i * sh - pt, j * sw - pl
                 if 0 <= ih < h and 0 <= iw < w:
@@ -38,8 +40,9 @@ def _pool_forward(x, y, arg, n0, n1, kh, kw, sh, sw, pt, pl):
                 else:
                     for ch in range(c):
                         yv[ch] = ninf
-                for ch in range(c):
-                    av[ch] = 0
+                if record:
+                    for ch in range(c):
+                        av[ch] = 0
                 for p in range(kh):
                     ih = i * sh + p - pt
                     if ih < 0 or ih >= h:
@@ -55,7 +58,8 @@ def _pool_forward(x, y, arg, n0, n1, kh, kw, sh, sw, pt, pl):
                         for ch in range(c):
                             if xv[ch] > yv[ch]:  # strict: a later equal value does not win
                                 yv[ch] = xv[ch]
-                                av[ch] = k
+                                if record:
+                                    av[ch] = k
 
 
 @njit
@@ -96,17 +100,27 @@ def _pool_backward_tiled(dy, arg, dx, n0, n1, kh, kw):
                             d[ch] = g[ch] if a[ch] == k else zero
 
 
-def max_pool_forward(x, ksize=(2, 2), stride=(2, 2), padding: str = "SAME"):
-    """Return ``y [N, Ho, Wo, C]`` and the cache for ``max_pool_backward`` (this module's)."""
+def _pool(x, ksize, stride, padding, record):
     (kh, kw), (sh, sw) = tuple(ksize), tuple(stride)
     (ho, wo), pads = spatial_geometry(x.shape, (kh, kw), (sh, sw), padding)
     x = np.ascontiguousarray(x)
     n, c = x.shape[0], x.shape[3]
     y = np.empty((n, ho, wo, c), x.dtype)
-    arg = np.empty((n, ho, wo, c), np.uint8 if kh * kw <= 256 else np.int32)
+    shape = (n, ho, wo, c) if record else (1, 1, 1, 1)
+    arg = np.empty(shape, np.uint8 if kh * kw <= 256 else np.int32)
     pt, pl = pads[0][0], pads[1][0]
-    parallel(lambda a, b: _pool_forward(x, y, arg, a, b, kh, kw, sh, sw, pt, pl), n)
+    parallel(lambda a, b: _pool_forward(x, y, arg, a, b, kh, kw, sh, sw, pt, pl, record), n)
     return y, (x.shape, (kh, kw), (sh, sw), (pt, pl), arg)
+
+
+def max_pool_forward(x, ksize=(2, 2), stride=(2, 2), padding: str = "SAME"):
+    """Return ``y [N, Ho, Wo, C]`` and the cache for ``max_pool_backward`` (this module's)."""
+    return _pool(x, ksize, stride, padding, record=True)
+
+
+def max_pool(x, ksize=(2, 2), stride=(2, 2), padding: str = "SAME"):
+    """y alone (inference: no argmax written)."""
+    return _pool(x, ksize, stride, padding, record=False)[0]
 
 
 def max_pool_backward(dy, cache):

@@ -11,6 +11,11 @@ def relu_forward(x):
     return np.maximum(x, 0), x
 
 
+def relu(x, out=None):
+    """y = max(x, 0) alone (inference: no cache), into ``out`` if given (may be x itself)."""
+    return np.maximum(x, 0, out=out)
+
+
 def relu_backward(dy, x):
     """dx = dy · [x > 0]   (TensorFlow's convention: the gradient at exactly 0 is 0)."""
     return np.where(x > 0, dy, 0).astype(dy.dtype, copy=False)

@@ -62,6 +62,16 @@ def batchnorm_forward(x, mean, var, offset, scale, eps: float, batch_statistics:
     return y, (x, mean, rstd, scale, offset is not None, batch_statistics)
 
 
+def batchnorm(x, mean, var, offset, scale, eps: float, out=None):
+    """y of ``batchnorm_forward`` with fixed statistics, alone (inference: no cache), into
+    ``out`` if given (may be x itself); the same two roundings per element."""
+    rstd = 1 / np.sqrt(var + x.dtype.type(eps))
+    inv = rstd * scale if scale is not None else rstd
+    shift = offset - mean * inv if offset is not None else -mean * inv
+    y = np.multiply(x, inv, out=out)
+    return np.add(y, shift, out=y)
+
+
 def batchnorm_backward(dy, cache):
     """Return ``dx``, ``d offset`` (None without an offset) and ``d scale`` (None without
     a scale), following the graph of the module docstring."""

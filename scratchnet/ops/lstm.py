@@ -52,6 +52,12 @@ def lstm_forward(x, kernel, bias, forget_bias: float = 1.0):
     return np.stack(hs, axis=1), (kernel, d, steps)
 
 
+def lstm_infer(x, kernel, bias, forget_bias: float = 1.0, all_steps: bool = True):
+    """h [N, T, H] (``all_steps``) or the last step's h [N, H], keeping nothing for backward."""
+    h = lstm_forward(x, kernel, bias, forget_bias)[0]
+    return h if all_steps else h[:, -1]
+
+
 def lstm_backward(dh_out, cache):
     """Return ``dx [N, T, D], dkernel [D+H, 4H], dbias [4H]`` from ``dh_out [N, T, H]``."""
     kernel, d, steps = cache

@@ -39,6 +39,19 @@ def max_pool_forward(x, ksize=(2, 2), stride=(2, 2), padding: str = "SAME"):
     return y, (x.shape, xp.shape, pads, ksize, stride, argmax)
 
 
+def max_pool(x, ksize=(2, 2), stride=(2, 2), padding: str = "SAME"):
+    """y of ``max_pool_forward`` alone (inference: no argmax, no cache)."""
+    (kh, kw), (sh, sw) = ksize, stride
+    (ho, wo), pads = spatial_geometry(x.shape, ksize, stride, padding)
+    xp = pad_spatial(x, pads, value=-np.inf)
+    y = xp[:, :sh * ho:sh, :sw * wo:sw, :].copy()
+    for p in range(kh):
+        for q in range(kw):
+            v = xp[:, p:p + sh * ho:sh, q:q + sw * wo:sw, :]
+            np.copyto(y, v, where=v > y)  # the forward's comparison
+    return y
+
+
 def max_pool_backward(dy, cache):
     """Return ``dx [N, H, W, C]``."""
     x_shape, xp_shape, pads, (kh, kw), (sh, sw), argmax = cache

@@ -1,0 +1,108 @@
+"""The inference path (``Sequential.infer`` / ``Layer.infer``): the same values as
+``forward(x, training=False)``, bit for bit, with nothing kept for backward and the
+caller's input never written; and each inference op of the fast backend against the
+reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from scratchnet import BatchNorm, Dropout, ReLU, Sequential, backend
+from scratchnet import kernels as fast
+from scratchnet import ops as ref
+from scratchnet.data import load_mnist
+from scratchnet.recipes import RECIPES
+from scratchnet.train import Trainer
+
+DTYPES = (np.float32, np.float64)
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.ascontiguousarray(load_mnist().test.images[:8])
+
+
+@pytest.mark.parametrize("engine", sorted(backend.BACKENDS))
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_infer_equals_the_evaluation_forward_and_keeps_nothing(images, name, dtype, engine):
+    backend.set_backend(engine)
+    try:
+        trainer = Trainer(RECIPES[name], seed=1, dtype=dtype)
+        rng = np.random.default_rng(0)
+        for layer in trainer.batchnorms:  # moving statistics that change the output
+            layer.moving_mean[:] = rng.normal(0, 0.1, layer.features)
+            layer.moving_variance[:] = rng.uniform(0.5, 2, layer.features)
+        x = images.astype(dtype)
+        kept = x.copy()
+        expected = trainer.model.forward(x)
+        got = trainer.model.infer(x)
+    finally:
+        backend.set_backend(backend.DEFAULT)
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(x, kept)
+    assert all(layer._cache is None for layer in trainer.model.layers)
+    with pytest.raises(RuntimeError, match="infer"):
+        trainer.model.backward(np.ones_like(got))
+
+
+@pytest.mark.parametrize("engine", sorted(backend.BACKENDS))
+def test_infer_never_writes_the_callers_array(engine):
+    """A model whose first layers are pointwise (which overwrite their input when it is
+    the model's own scratch) leaves the input alone, also behind an identity dropout."""
+    model = Sequential([Dropout(0.5), ReLU(), BatchNorm(6, scale_init=None), ReLU()], seed=0)
+    model.layers[2].moving_variance[:] = 2.0
+    model.layers[2].backend = model.layers[1].backend = model.layers[3].backend = engine
+    x = np.random.default_rng(1).normal(size=(4, 6)).astype(np.float32)
+    kept = x.copy()
+    y = model.infer(x)
+    np.testing.assert_array_equal(x, kept)
+    np.testing.assert_array_equal(y, model.forward(x))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_relu_and_batchnorm_inference_ops_in_place(dtype):
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(3, 5, 5, 7)).astype(dtype)
+    mean, var = rng.normal(size=7).astype(dtype), rng.uniform(0.5, 2, 7).astype(dtype)
+    offset, scale = rng.normal(size=7).astype(dtype), rng.normal(size=7).astype(dtype)
+    for op in (ref, fast):
+        np.testing.assert_array_equal(op.relu(x), ref.relu_forward(x)[0])
+        for sc in (scale, None):
+            want = ref.batchnorm_forward(x, mean, var, offset, sc, 1e-5, False)[0]
+            np.testing.assert_array_equal(op.batchnorm(x, mean, var, offset, sc, 1e-5), want)
+            buf = x.copy()
+            assert op.batchnorm(buf, mean, var, offset, sc, 1e-5, out=buf) is buf
+            np.testing.assert_array_equal(buf, want)
+        buf = x.copy()
+        assert op.relu(buf, out=buf) is buf
+        np.testing.assert_array_equal(buf, np.maximum(x, 0))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("ksize, stride, padding, shape", [
+    ((2, 2), (2, 2), "SAME", (2, 8, 8, 3)), ((3, 3), (2, 2), "SAME", (2, 7, 9, 4)),
+    ((3, 3), (1, 1), "VALID", (1, 6, 6, 2)), ((2, 3), (2, 1), "SAME", (2, 5, 5, 5))])
+def test_max_pool_inference_op(dtype, ksize, stride, padding, shape):
+    x = np.random.default_rng(3).integers(-3, 3, size=shape).astype(dtype)  # many ties
+    want = ref.max_pool_forward(x, ksize, stride, padding)[0]
+    for op in (ref, fast):
+        np.testing.assert_array_equal(op.max_pool(x, ksize, stride, padding), want)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("n", [1, 5, 300])  # 300: more than one row block per worker
+def test_lstm_inference_op(dtype, n):
+    rng = np.random.default_rng(4)
+    d, hidden, t_len = 6, 8, 7
+    x = rng.normal(size=(n, t_len, d)).astype(dtype)
+    kernel = rng.normal(0, 0.5, (d + hidden, 4 * hidden)).astype(dtype)
+    bias = rng.normal(0, 0.1, 4 * hidden).astype(dtype)
+    want = fast.lstm_forward(x, kernel, bias, 1.0)[0]
+    np.testing.assert_array_equal(fast.lstm_infer(x, kernel, bias, 1.0), want)
+    np.testing.assert_array_equal(fast.lstm_infer(x, kernel, bias, 1.0, all_steps=False), want[:, -1])
+    reference = ref.lstm_infer(x, kernel, bias, 1.0)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(fast.lstm_infer(x, kernel, bias, 1.0), reference, rtol=tol, atol=tol)
+    np.testing.assert_array_equal(ref.lstm_infer(x, kernel, bias, 1.0, all_steps=False), reference[:, -1])
