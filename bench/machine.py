@@ -13,7 +13,7 @@ import platform
 import re
 from pathlib import Path
 
-from scratchnet.cpu import cpuinfo, model_name
+from scratchnet.cpu import cpuinfo, model_name, slug
 
 # The vector extensions that decide which kernels a CPU runs well, in /proc/cpuinfo's names.
 VECTOR_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx_vnni", "avx512f", "avx512dq", "avx512bw", "avx512vl",
@@ -24,14 +24,6 @@ def vector_extensions(info: dict) -> list[str]:
     flags = set(info.get("flags", "").split())
     return [f for f in VECTOR_FLAGS if f in flags]
 
-
-def slug(info: dict) -> str:
-    """``<model name>-f<family>m<model>`` in lower case, without trademarks, "CPU" and clock."""
-    name = re.sub(r"\((r|tm)\)|\bcpu\b|@.*$|\bprocessor\b|\d+-core", " ", model_name(info), flags=re.I)
-    name = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "unknown-cpu"
-    if "cpu family" in info and "model" in info:
-        name += f"-f{info['cpu family']}m{info['model']}"
-    return name
 
 
 def caches() -> str:

@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="an existing Dask scheduler whose workers share --out (default: a cluster on this "
                             "machine, one single-threaded worker per core)")
     sweep.add_argument("--bench", action="store_true",
-                       help="also run python -m bench.report once per CPU model into OUT/bench/CPU/")
+                       help="also run python -m bench.report once per CPU into OUT/bench/<cpu slug>/")
     sweep.add_argument("--bench-quick", action="store_true",
                        help="with --bench: bench.report --quick, its one-round pipeline check")
     sweep.add_argument("--bench-select", metavar="EXPR",

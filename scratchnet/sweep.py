@@ -15,7 +15,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import re
 import shlex
 import socket
 import subprocess
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import scratchnet
 
-from .cpu import cpuinfo, model_name
+from .cpu import cpuinfo, slug
 from .errors import ScratchnetError, UsageError
 from .recipes import RECIPES
 from .report import override_flags
@@ -178,31 +177,27 @@ def stop_runs(sweep: str, timeout: float = 120) -> list[str]:
     return sorted(procs)
 
 
-def cpu_model() -> str:
-    """This machine's CPU model, as /proc/cpuinfo names it (else the platform's word for it)."""
-    return model_name(cpuinfo())
-
-
-def bench_folder(model: str) -> str:
-    """The folder name of a CPU model's benchmark report: ``AMD-EPYC-9B14``."""
-    return re.sub(r"[^A-Za-z0-9.]+", "-", model).strip("-") or "unknown-cpu"
+def cpu_slug() -> str:
+    """This machine's CPU as ``bench.report`` files its reports: ``amd-epyc-f25m17``."""
+    return slug(cpuinfo())
 
 
 def bench_run(sweep: str, out: str, quick: bool, select: str | None) -> dict:
     """A Dask task: ``python -m bench.report`` (``--quick``, ``-k select``) of this machine
-    into ``OUT/bench/<cpu model>/``, from scratchnet's source checkout, where ``bench/`` is."""
-    out, model = Path(out), cpu_model()
+    into ``OUT/bench/<cpu slug>/`` (``quick/`` or ``partial/`` inside, as bench.report files
+    them), from scratchnet's source checkout, where ``bench/`` is."""
+    out, cpu = Path(out), cpu_slug()
     root = Path(scratchnet.__file__).resolve().parent.parent
-    name = f"bench-{bench_folder(model)}"
+    name = f"bench-{cpu}"
     if not (root / "bench" / "report.py").is_file():
         raise RunFailed(f"{name}: {socket.gethostname()} has no bench/ beside its scratchnet ({root}): "
                         "--bench needs a source checkout on every worker")
-    target = out / "bench" / bench_folder(model)
-    argv = [sys.executable, "-m", "bench.report", "--out", str(target), *(["--quick"] if quick else []),
+    argv = [sys.executable, "-m", "bench.report", "--out", str(out / "bench"), *(["--quick"] if quick else []),
             *(["-k", select] if select else [])]
+    folder = out / "bench" / cpu / ("quick" if quick else "partial" if select else "")
     with _claimed(out, name) as log:
-        _execute(sweep, name, log, argv, target, {}, cwd=root)
-    return {"name": name, "cpu": model, "report": str(target / "report.md")}
+        _execute(sweep, name, log, argv, folder, {}, cwd=root)
+    return {"name": name, "cpu": cpu, "report": str(folder / "report.md")}
 
 
 def visible(token: str, text: str) -> str | None:

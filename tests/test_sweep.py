@@ -93,7 +93,9 @@ def test_bench_writes_one_report_per_cpu_model(tmp_path, scheduler):
     result = scratchnet("sweep", "--bench", "--bench-quick", "--bench-select", "sgemm", "--out", out, "--scheduler", scheduler,
                         timeout=TIMEOUT)
     assert result.returncode == 0, result.stderr
-    [report] = (out / "bench").glob("*/report.md")  # one CPU model here
+    from scratchnet.cpu import cpuinfo, slug
+    [report] = (out / "bench").glob("*/*/report.md")  # one CPU here: <slug>/quick/, as bench.report files it
+    assert report.parent == out / "bench" / slug(cpuinfo()) / "quick"
     assert "sgemm yardstick (np.matmul 2048², float32, all threads, same run): **" in report.read_text()
 
 

@@ -23,7 +23,7 @@ from ..errors import ScratchnetError, UsageError
 from ..interrupts import deferred_signals
 from ..recipes import OVERRIDES, RECIPES
 from ..report import markdown
-from ..sweep import FINISHED, Run, bench_run, cpu_model, running, stop_runs, train_run, visible
+from ..sweep import FINISHED, Run, bench_run, cpu_slug, running, stop_runs, train_run, visible
 
 POLL = 0.5          # seconds between looks at the futures
 WORKERS_POLL = 2.0  # seconds between asking the workers what they run (and redrawing the bar)
@@ -122,12 +122,14 @@ def _stop(client, futures, sweep: str) -> list[str]:
 
 
 def submit_benchmarks(client, sweep: str, out: Path, quick: bool, select: str | None) -> dict:
-    """``bench_run`` on one worker of each CPU model; {future: name}."""
+    """``bench_run`` on one worker of each CPU (by ``bench.report``'s slug: model name,
+    family and model, so two CPUs that share a model name still get a report each);
+    {future: name}."""
     machines = {}
-    for worker, model in sorted(client.run(cpu_model).items()):
-        machines.setdefault(model, worker)
-    return {client.submit(bench_run, sweep, str(out), quick, select, workers=[worker], pure=False): f"bench {model}"
-            for model, worker in machines.items()}
+    for worker, cpu in sorted(client.run(cpu_slug).items()):
+        machines.setdefault(cpu, worker)
+    return {client.submit(bench_run, sweep, str(out), quick, select, workers=[worker], pure=False): f"bench {cpu}"
+            for cpu, worker in machines.items()}
 
 
 def plan(args) -> list[Run]:
