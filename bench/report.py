@@ -310,6 +310,7 @@ def chart(tables, path: Path) -> None:
 # --- the side-by-side tables over machines -------------------------------------------------------
 
 SIDE_ROWS = ("train", "inference")  # and one line per recipe for the sweep
+MIN_SUMMARY_ROUNDS = 3  # a -k run of at least this many rounds writes its summary.json (shown side by side)
 
 
 def summary(machine: dict, cmd: str, started: str, rounds: int, sgemm_gf, tables) -> dict:
@@ -325,10 +326,14 @@ def summary(machine: dict, cmd: str, started: str, rounds: int, sgemm_gf, tables
 
 
 def load_summaries(out: Path) -> list[dict]:
+    """Every ``<cpu>/summary.json`` (full runs) and ``<cpu>/<part>/summary.json`` (``-k`` runs
+    of 3 rounds or more; never ``quick/``), oldest first."""
     found = []
-    for path in sorted(out.glob("*/summary.json")):
+    for path in sorted([*out.glob("*/summary.json"), *out.glob("*/*/summary.json")]):
+        if path.parent.name == "quick":
+            continue
         s = json.loads(path.read_text())
-        s["folder"] = path.parent.name
+        s["folder"] = path.parent.relative_to(out).as_posix()
         found.append(s)
     return sorted(found, key=lambda s: s.get("started", ""))
 
@@ -384,8 +389,9 @@ def write_machines(out: Path, docs: Path | None = DOCS) -> None:
     index = ["# Benchmark results, one folder per CPU", "",
              "Each folder holds one machine's `report.md` (all tables), `report.png` and `summary.json`, written "
              "by `python -m bench.report --rounds 5` on that machine (the folder name is the CPU's slug: model "
-             "name, family and model). This table is rebuilt from the `summary.json` files by "
-             "`python -m bench.report --machines`.", "", side_by_side(summaries)]
+             "name, family and model); a folder inside one holds a part of the benchmarks (`-k`) measured over "
+             f"{MIN_SUMMARY_ROUNDS} rounds or more, whose command the table shows. This table is rebuilt from the "
+             "`summary.json` files by `python -m bench.report --machines`.", "", side_by_side(summaries)]
     (out / "README.md").write_text("\n".join(index))
     if docs is not None and docs.exists():
         text = docs.read_text()
@@ -468,13 +474,15 @@ def main(argv=None) -> int:
     text = markdown(sgemm_gf, tables, header) + ("\n" + plan_markdown(plans) if plans else "")
     (folder / "report.md").write_text(text)
     chart(tables, folder / "report.png")
-    if not partial:
+    measured = not partial or (not args.quick and rounds >= MIN_SUMMARY_ROUNDS)  # a -k part of enough rounds too
+    if measured:
         (folder / "summary.json").write_text(json.dumps(summary(machine, cmd.strip(), started, rounds, sgemm_gf,
                                                                 tables), indent=1) + "\n")
+    if not partial:
         write_machines(args.out, DOCS if args.out.resolve() == OUT.resolve() else None)
     print(text)
     print(f"wrote {folder / 'report.md'} and {folder / 'report.png'}"
-          + ("" if partial else f", {folder / 'summary.json'}, {args.out / 'README.md'}"))
+          + (f", {folder / 'summary.json'}" if measured else "") + ("" if partial else f", {args.out / 'README.md'}"))
     return 0
 
 

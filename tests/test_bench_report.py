@@ -105,3 +105,18 @@ def test_report_names_the_convolution_algorithm_of_every_layer_pass():
     assert "dx" not in plans["conv3"]["eval"] and "of 3 measured" in plans["conv3"]["eval"]
     table = plan_markdown(plans).splitlines()
     assert sum(line.startswith("| conv") or line.startswith("| deep") for line in table) == len(plans)
+
+
+def test_a_part_of_enough_rounds_is_shown_beside_the_full_reports_and_quick_checks_are_not(tmp_path):
+    fake_run(tmp_path / "raw")
+    med, _, meta = report.collect(tmp_path / "raw")
+    sgemm, tables = report.build_tables(med, meta)
+    m = {"cpu": "AMD EPYC", "family": "25", "model": "17", "threads": 2}
+    for sub, started in (("", "2026-11-23"), ("steps-and-inference", "2026-12-02"), ("quick", "2026-12-03")):
+        folder = tmp_path / "results" / "amd-epyc-f25m17" / sub
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "summary.json").write_text(json.dumps(report.summary(m, f"cmd {sub}", started, 5, sgemm, tables)))
+    found = report.load_summaries(tmp_path / "results")
+    assert [s["folder"] for s in found] == ["amd-epyc-f25m17", "amd-epyc-f25m17/steps-and-inference"]
+    header = report.side_by_side(found).splitlines()[0]
+    assert "(amd-epyc-f25m17/steps-and-inference/report.md)" in header
