@@ -9,7 +9,9 @@ conv2d_*                  chunked NHWC im2col (Numba, contiguous runs) + one-thr
                           Winograd F(2x2, 5x5) for 5x5 stride-1 layers with >= 16 channels
                           (``conv_algorithm("direct")`` turns it off); per shape, the
                           algorithm and chunk size measured fastest on this machine where
-                          ``tuning`` has a measurement (``scratchnet tune``);
+                          ``tuning`` has a measurement (``scratchnet tune``), including
+                          a register-blocked direct forward in explicit 16-lane vectors
+                          (``blocked.py``, float32) where it measures fastest;
                           ``conv2d_backward_params`` skips dX for a first layer
 max_pool_*                one Numba pass writing max and uint8 argmax; backward writes dx once
                           when the windows tile the input, else scatters through the argmax;

@@ -45,7 +45,9 @@ Backward, with dY [N, Ho, Wo, F] seen as a matrix [N·Ho·Wo, F]:
 Which of these runs (and with which chunk size) is decided per layer shape by ``choose``:
 by measurement on this machine where ``kernels.tuning`` has a cached result (``scratchnet
 tune``, or ``SCRATCHNET_TUNE=1`` at first use), else by the built-in rules above
-(``_builtin``). Every candidate computes the same convolution (``tests/test_tuning.py``),
+(``_builtin``). One forward candidate is never a built-in rule: ``blocked`` (``blocked.py``),
+a direct convolution in explicit 16-lane float32 vector registers, which wins on the narrow
+layers where it is measured. Every candidate computes the same convolution (``tests/test_tuning.py``),
 rounded its own way: a measured chunk size also cuts dW's sum into other parts. Where
 results must round the same on every machine, "untuned" keeps the built-in choices.
 """
@@ -61,6 +63,7 @@ from numba import uint64 as U
 from ..ops.conv import spatial_geometry
 from . import tuning
 from ._runtime import blas_single, chosen_chunk, chunk_size, njit, parallel, parallel_sum, scratch
+from .blocked import blocked_forward
 from .tuning import Choice, conv_key
 from .winograd import use_winograd, winograd_backward, winograd_forward
 
@@ -99,11 +102,12 @@ def conv_algorithm(name: str):
 
 
 # The candidates of each pass (``kernels.tuning.candidates`` lists those valid for a shape):
-#   fwd  im2col (y = col @ W2), im2col-t (yᵀ = W2ᵀ @ colᵀ), wide, winograd
+#   fwd  im2col (y = col @ W2), im2col-t (yᵀ = W2ᵀ @ colᵀ), wide, winograd, blocked (float32:
+#        register-blocked direct convolution, ``blocked.py``; only where measured fastest)
 #   dx   col2im (dcol = dY @ W2ᵀ, scatter), flipped (dX as a convolution of dY; -t: yᵀ), winograd
 #   dw   im2col, wide, winograd
 #   bwd  winograd (dx and dw in one pass, sharing dY's transform) or split (dx and dw apart)
-ALGORITHMS = {"fwd": ("im2col", "im2col-t", "wide", "winograd"),
+ALGORITHMS = {"fwd": ("im2col", "im2col-t", "wide", "winograd", "blocked"),
               "dx": ("col2im", "flipped", "flipped-t", "winograd"),
               "dw": ("im2col", "wide", "winograd"),
               "bwd": ("winograd", "split")}
@@ -477,6 +481,8 @@ def forward_with(choice: Choice, x, w, b, stride, pads, out_hw):
     with chunk_size(choice.chunk):
         if choice.algorithm == "winograd":
             return winograd_forward(x, w, b, pads, out_hw)
+        if choice.algorithm == "blocked":
+            return blocked_forward(x, w, b, stride, pads, out_hw)
         w2 = np.ascontiguousarray(w).reshape(kh * kw * c, f)
         if choice.algorithm == "wide":
             return _correlate_wide(x, w2, kh, kw, stride, pt, pl, out_hw, b)
