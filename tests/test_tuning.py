@@ -61,7 +61,7 @@ def check_candidates(case, dtype, expect=()):
     seen = set()
     for pass_ in PASSES:
         choices = candidates(pass_, key)
-        tiny = {Choice(c.algorithm, 1 if c.algorithm in ("wide", "winograd") else 37) for c in choices}
+        tiny = {Choice(c.algorithm, 1 if c.algorithm in ("wide", "winograd", "blocked") else 37) for c in choices}
         choices += sorted(tiny) + ([Choice("split")] if pass_ == "bwd" else [])
         for choice in choices:
             got = runner(pass_, choice, key, arrays)()

@@ -25,6 +25,8 @@ wide grid's garbage columns and the pixels past Ho·Wh are computed and dropped.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from llvmlite import ir
 from numba.core import cgutils, types
@@ -142,8 +144,28 @@ def _to_nhwc(out, y, n0, count, wh, bias):
 TARGET_BYTES = 1 << 19  # planes + outputs of one chunk of images: ~512 KB, L2-resident
 
 
-def images_per_chunk(plane_floats: int, out_floats: int) -> int:
-    return chosen_chunk() or max(1, TARGET_BYTES // (4 * (plane_floats + out_floats)))
+class Geometry(NamedTuple):
+    hh1: int        # rows of a phase plane (one more than the taps read: garbage reads stay inside)
+    wh: int         # the wide grid's row length
+    per_image: int  # floats of one image's planes
+    length: int     # output pixels computed per image: Ho·Wh rounded up to a whole block
+    f4: int         # 4-channel blocks (F rounded up)
+
+    @property
+    def row(self) -> int:
+        """Floats of one image's row of planes: reads run up to ``length`` past its planes."""
+        return self.per_image + self.length
+
+
+def geometry(c, kh, kw, f, stride, ho, wo) -> Geometry:
+    hh1, wh = ho + (kh - 1) // stride + 1, wo + (kw - 1) // stride
+    return Geometry(hh1, wh, stride * stride * c * hh1 * wh, -(-ho * wh // PIXELS) * PIXELS, -(-f // 4))
+
+
+def images_per_chunk(g: Geometry) -> int:
+    """Images per chunk: the kernel's own rule (planes and outputs ~TARGET_BYTES), unless a
+    tuned choice set the chunk."""
+    return chosen_chunk() or max(1, TARGET_BYTES // (4 * (g.row + 4 * g.f4 * g.length)))
 
 
 def blocked_forward(x, w, b, stride, pads, out_hw):
@@ -155,23 +177,20 @@ def blocked_forward(x, w, b, stride, pads, out_hw):
     kh, kw, _, f = w.shape
     ho, wo = out_hw
     s, pt, pl = stride, pads[0][0], pads[1][0]
-    hh1, wh = ho + (kh - 1) // s + 1, wo + (kw - 1) // s
+    g = geometry(c, kh, kw, f, s, ho, wo)
+    hh1, wh, per_image, length, f4 = g
     plane = hh1 * wh
-    per_image = s * s * c * plane
-    length = -(-ho * wh // PIXELS) * PIXELS
     offsets = np.array([(((p % s) * s + q % s) * c + ch) * plane + (p // s) * wh + q // s
                         for p in range(kh) for q in range(kw) for ch in range(c)], np.int64)
-    f4 = -(-f // 4)
     w2 = np.zeros((kh * kw * c, 4 * f4), np.float32)
     w2[:, :f] = w.reshape(-1, f)
     w4 = np.ascontiguousarray(w2.reshape(-1, f4, 4).transpose(1, 0, 2))  # [F/4, K, 4]
     bias = np.zeros(f, np.float32) if b is None else np.ascontiguousarray(b, np.float32)
     y = np.empty((n, ho, wo, f), np.float32)
-    row = per_image + length  # reads run up to length floats past an image's planes
-    per = images_per_chunk(row, 4 * f4 * length)
+    per = images_per_chunk(g)
 
     def work(a, e):
-        planes = scratch("blocked_planes", (per, row), np.float32)
+        planes = scratch("blocked_planes", (per, g.row), np.float32)
         out = scratch("blocked_out", (per, 4 * f4, length), np.float32)
         for s0 in range(a, e, per):
             m = min(per, e - s0)

@@ -43,7 +43,6 @@ import hashlib
 import json
 import math
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -54,7 +53,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..cpu import cpuinfo
+from ..cpu import cpuinfo, model_name
 from ._runtime import CACHE_DIR, NUM_THREADS
 
 KERNEL_VERSION = 2  # bump when a kernel's speed changes enough to void earlier measurements
@@ -69,7 +68,7 @@ TUNE_AT_FIRST_USE = os.environ.get("SCRATCHNET_TUNE", "").lower() in ("1", "true
 
 class Choice(NamedTuple):
     """An algorithm of ``conv.ALGORITHMS`` and its chunk size (None: the kernel's own rule;
-    im2col, flipped, col2im: rows per chunk; wide, winograd: images per chunk)."""
+    im2col, flipped, col2im: rows per chunk; wide, winograd, blocked: images per chunk)."""
     algorithm: str
     chunk: int | None = None
 
@@ -120,6 +119,8 @@ def _around(default: int, cap: int) -> list[int]:
 def _applicable(pass_: str, key: tuple) -> dict[str, tuple[int, int]]:
     """``{algorithm: (default chunk, largest useful chunk)}`` of the algorithms valid for
     this pass and shape (the chunk rules are the kernels' own: ``conv._chunk_rows``, …)."""
+    from .blocked import geometry as blocked_geometry
+    from .blocked import images_per_chunk
     from .conv import WIDE_MAX_CHANNELS, _chunk_rows, _wide_chunks
     from .winograd import M_OUT, TILES_PER_CHUNK, winograd_applies
     if pass_ not in PASSES:
@@ -134,7 +135,7 @@ def _applicable(pass_: str, key: tuple) -> dict[str, tuple[int, int]]:
         if f <= 32:  # the transposed orientation helps where F is BLAS's narrow dimension
             out["im2col-t"] = rows_in, rows_out
         if dtype == np.float32:  # 16 float32 lanes per register
-            out["blocked"] = _blocked_chunk(h, w, c, kh, kw, f, s, ho, wo), share
+            out["blocked"] = images_per_chunk(blocked_geometry(c, kh, kw, f, s, ho, wo)), share
     elif pass_ == "dx":
         out["col2im"] = rows_in, share * ho * wo  # the workers own whole images
         if s == 1:
@@ -149,13 +150,6 @@ def _applicable(pass_: str, key: tuple) -> dict[str, tuple[int, int]]:
     if winograd_applies(kh, kw, c, f, s):
         out["winograd"] = max(1, TILES_PER_CHUNK // (-(-ho // M_OUT) * -(-wo // M_OUT))), share
     return out
-
-
-def _blocked_chunk(h, w, c, kh, kw, f, s, ho, wo) -> int:
-    from .blocked import PIXELS, images_per_chunk
-    wh = wo + (kw - 1) // s
-    length = -(-ho * wh // PIXELS) * PIXELS
-    return images_per_chunk(s * s * c * (ho + (kh - 1) // s + 1) * wh + length, 4 * -(-f // 4) * length)
 
 
 def candidates(pass_: str, key: tuple) -> list[Choice]:
@@ -237,7 +231,7 @@ def machine() -> dict:
         blas = f"{blas.get('name')} {blas.get('version')}"
     except Exception:  # an older NumPy or an unusual build: the name is enough to differ
         blas = "unknown"
-    return {"cpu": info.get("model name") or platform.processor() or platform.machine(),
+    return {"cpu": model_name(info),
             "cpu_id": " ".join(f"{k} {info[k]}" for k in ("vendor_id", "cpu family", "model") if k in info),
             "vector": sorted(fl for fl in flags if fl in _VECTOR or fl.startswith(("avx512", "amx"))),
             "threads": NUM_THREADS, "numpy": np.__version__, "numba": numba.__version__, "blas": blas,
