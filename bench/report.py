@@ -425,6 +425,12 @@ def main(argv=None) -> int:
     p.add_argument("--machines", action="store_true",
                    help="only rebuild OUT/README.md and docs/performance.md's side-by-side table")
     args = p.parse_args(argv)
+    for option, value, low in (("--rounds", args.rounds, 1), ("--min-rounds", args.min_rounds, 1),
+                               ("--keras-steps", args.keras_steps, 1)):
+        if value is not None and value < low:
+            p.error(f"{option} must be at least {low}, got {value}")
+    if not args.max_time > 0:
+        p.error(f"--max-time must be more than 0 seconds, got {args.max_time}")
     if args.machines:
         write_machines(args.out, DOCS if args.out.resolve() == OUT.resolve() else None)
         print(side_by_side(load_summaries(args.out)))

@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="recipes to tune, or all (default: every recipe with a convolution)")
     tune.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="default float32")
     tune.add_argument("--force", action="store_true", help="measure again the shapes already in the cache")
-    tune.add_argument("--repeats", type=int, default=5, help="timed rounds per candidate (default 5; the median)")
+    tune.add_argument("--repeats", type=int, default=5, help="timed rounds per candidate (default 5; ranked by the fastest)")
     tune.add_argument("--batch-size", type=int, help="the training batch (default: each recipe's)")
     tune.add_argument("--eval-batch", type=int, nargs="+", metavar="N",
                       help="inference batches, forward only (default 1000 1: an evaluation's and a prediction's; "

@@ -4,6 +4,8 @@ and the side-by-side table over machines (per-CPU folders, the marked block of a
 
 import json
 
+import pytest
+
 from bench import machine, report
 
 ZEN4 = """processor\t: 0
@@ -120,3 +122,13 @@ def test_a_part_of_enough_rounds_is_shown_beside_the_full_reports_and_quick_chec
     assert [s["folder"] for s in found] == ["amd-epyc-f25m17", "amd-epyc-f25m17/steps-and-inference"]
     header = report.side_by_side(found).splitlines()[0]
     assert "(amd-epyc-f25m17/steps-and-inference/report.md)" in header
+
+
+@pytest.mark.parametrize("argv", [["--rounds", "0"], ["--min-rounds", "-1"], ["--keras-steps", "0"],
+                                  ["--max-time", "0"]])
+def test_bad_counts_are_refused_before_anything_runs_or_is_written(tmp_path, capsys, argv):
+    with pytest.raises(SystemExit) as stop:
+        report.main([*argv, "--out", str(tmp_path / "results")])
+    assert stop.value.code == 2
+    assert f"error: {argv[0]} must be" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
