@@ -21,6 +21,12 @@ from .recipes import RECIPES
 ENGINES = ("scratchnet", "tf")
 
 
+def run_name(recipe: str, engine: str, seed: int) -> str:
+    """The folder name of a run: ``mlp-scratchnet-seed1`` (``train``'s default ``--out`` under
+    ``runs/``, and every run of a sweep under its ``--out``)."""
+    return f"{recipe}-{engine}-seed{seed}"
+
+
 def override_flags(overrides: dict) -> str:
     """The command-line options of a run's overrides: ``--optimizer sgd --lr 0.01``."""
     flags = []

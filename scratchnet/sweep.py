@@ -29,7 +29,7 @@ import scratchnet
 from .cpu import cpuinfo, slug
 from .errors import ScratchnetError, UsageError
 from .recipes import RECIPES
-from .report import override_flags
+from .report import override_flags, run_name
 
 # One thread per training process: BLAS, Numba, scratchnet's pool and TensorFlow's pools.
 PINNED = {"SCRATCHNET_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
@@ -54,7 +54,7 @@ class Run:
 
     @property
     def name(self) -> str:
-        return f"{self.recipe}-{self.engine}-seed{self.seed}"
+        return run_name(self.recipe, self.engine, self.seed)
 
     @property
     def steps(self) -> int:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import TrainingInterrupted, UsageError
+from ..report import run_name
 
 
 def checkpoint_path(path: Path) -> Path:
@@ -106,7 +107,7 @@ def train(args) -> int:
         if recipe.steps <= step:
             raise UsageError(f"--steps {recipe.steps}: the checkpoint {resume} is already at step {step}")
     dtype, seed = np.dtype(options["dtype"]), options["seed"]
-    out = args.out or (resume.parent if resume else Path("runs") / f"{recipe.name}-{options['engine']}-seed{seed}")
+    out = args.out or (resume.parent if resume else Path("runs") / run_name(recipe.name, options["engine"], seed))
     mnist = load_mnist(args.data_dir)
     if options["engine"] == "tf":
         from tfnet.train import TFTrainer
