@@ -17,6 +17,8 @@ from . import env
 
 env.apply()  # before NumPy/TF are imported by the test modules
 
+import scratchnet.kernels  # noqa: E402,F401  (shortens OpenBLAS's idle spin before any timing, as in training)
+
 from .cases import IMPLS  # noqa: E402
 
 

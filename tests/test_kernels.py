@@ -374,3 +374,38 @@ def test_param_grads_without_input_grad(dtype):
         assert net.backward(dy, input_grad=False) is None
         for k, g in net.grads.items():
             close(g, full[k], dtype, k)
+
+
+# --- OpenBLAS's idle spin (``_runtime.shorten_blas_spin``) -------------------------------------
+
+_SPIN_PROBE = """
+import ctypes, numpy as np
+from scratchnet.kernels import _runtime
+a = np.random.default_rng(0).random((600, 600))
+assert np.allclose(a @ a, np.einsum("ij,jk->ik", a, a))  # the restarted threads compute
+lib = ctypes.CDLL(_runtime._find_blas().filepath)
+print(_runtime.BLAS_SPIN_SHORTENED, lib.openblas_thread_timeout(), _runtime._find_blas().get_num_threads())
+"""
+
+
+@pytest.mark.parametrize("user_setting", [None, "28"])
+def test_openblas_spin_is_shortened_unless_the_user_set_it(user_setting):
+    import os
+    import subprocess
+    import sys
+
+    from scratchnet.kernels import _runtime
+
+    blas = _runtime._find_blas()
+    if _runtime.NUM_THREADS == 1 or blas is None or blas.internal_api != "openblas":
+        pytest.skip("one core, or NumPy's BLAS is not OpenBLAS")
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_THREAD_TIMEOUT", "GOTO_THREAD_TIMEOUT")}
+    if user_setting:
+        env["OPENBLAS_THREAD_TIMEOUT"] = user_setting
+    out = subprocess.run([sys.executable, "-c", _SPIN_PROBE], env=env, capture_output=True, text=True, check=True)
+    shortened, timeout, threads = out.stdout.split()
+    if user_setting:
+        assert (shortened, timeout) == ("False", user_setting)
+    else:
+        assert (shortened, timeout) == ("True", str(_runtime.BLAS_SPIN_LOG2_CYCLES))
+    assert int(threads) == blas.get_num_threads()

@@ -23,6 +23,7 @@ before any kernel is defined. An explicit ``NUMBA_CACHE_DIR`` always wins.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -160,6 +161,41 @@ _blas = None
 _blas_searched = False
 
 
+# --- OpenBLAS's idle spin ----------------------------------------------------------------
+#
+# After every multi-threaded call, OpenBLAS's own threads busy-wait for the next one for
+# 2^THREAD_TIMEOUT cycles before they sleep (blas_server.c; default 2^28, about 0.1 s at
+# 2.6 GHz). So a dense layer's GEMM leaves a thread spinning on the second core for the
+# next 0.1 s, while the convolution after it hands half of its work to our worker: three
+# busy threads on two cores. Measured on the 2-vCPU EPYC: right after a training step, the
+# worker of conv-nobn's conv2 was put on the main thread's core and the call took the time
+# of one thread (15.5 ms instead of 8.9). Training steps with the default against 2^20
+# (interleaved runs, median of 25 steps): conv-bn 125-129 -> 79-81 ms, conv-nobn 84-87 ->
+# 52-57, deep-cnn 38-42 -> 30-35, lstm 24-27 -> 19-22; the MLPs, all GEMMs back to back,
+# lose up to 0.2 ms of 1-2 (docs/performance.md). 2^20 cycles (~0.4 ms) still spans the
+# gaps between consecutive GEMMs. A THREAD_TIMEOUT the user set wins.
+BLAS_SPIN_LOG2_CYCLES = 20
+
+
+def shorten_blas_spin(log2_cycles: int = BLAS_SPIN_LOG2_CYCLES) -> bool:
+    """Make OpenBLAS's idle threads sleep after 2^log2_cycles cycles instead of 2^28 (unless
+    ``OPENBLAS_THREAD_TIMEOUT``/``GOTO_THREAD_TIMEOUT`` is set): set the variable, have
+    OpenBLAS read its environment again and stop its threads, which it restarts, with the
+    new timeout, at its next multi-threaded call. True if the setting took effect."""
+    if any(v in os.environ for v in ("OPENBLAS_THREAD_TIMEOUT", "GOTO_THREAD_TIMEOUT")):
+        return False  # the user decided
+    blas = _find_blas()
+    if blas is None or blas.internal_api != "openblas" or getattr(blas, "threading_layer", None) != "pthreads":
+        return False
+    lib = ctypes.CDLL(blas.filepath)
+    if not all(hasattr(lib, f) for f in ("openblas_read_env", "openblas_thread_timeout", "blas_thread_shutdown_")):
+        return False
+    os.environ["OPENBLAS_THREAD_TIMEOUT"] = str(log2_cycles)
+    lib.openblas_read_env()
+    lib.blas_thread_shutdown_()
+    return lib.openblas_thread_timeout() == log2_cycles
+
+
 @contextmanager
 def blas_single():
     """Inside: NumPy's BLAS uses one thread (the worker threads supply the parallelism)."""
@@ -184,6 +220,9 @@ def blas_single():
             _blas_users -= 1
             if _blas_users == 0:
                 _blas.set_num_threads(_blas_saved)
+
+
+BLAS_SPIN_SHORTENED = NUM_THREADS > 1 and shorten_blas_spin()
 
 
 # --- per-thread scratch buffers ----------------------------------------------------------
