@@ -281,10 +281,11 @@ def test_tune_command_refuses_an_unknown_recipe(tmp_path):
     assert_fails(scratchnet("tune", "--repeats", "0", cwd=tmp_path), 2, "--repeats must be at least 1, got 0")
 
 
-def test_the_register_blocked_forward_is_a_float32_candidate_only():
-    """``blocked`` holds 16 float32 lanes per register: timed (and pinned above) in float32,
-    never offered in float64."""
+def test_the_register_blocked_kernels_are_float32_candidates_only():
+    """``blocked`` (forward and filter gradient) holds 16 float32 lanes per register: timed
+    (and pinned above) in float32, never offered in float64."""
     for dtype, offered in ((np.float32, True), (np.float64, False)):
         key, _, _ = setup((2, 28, 28, 6, 5, 5, 12, 2, "SAME"), dtype)
-        assert ("blocked" in {c.algorithm for c in candidates("fwd", key)}) is offered
-        assert "blocked" not in {c.algorithm for p in ("dx", "dw", "bwd") for c in candidates(p, key)}
+        for pass_ in ("fwd", "dw"):
+            assert ("blocked" in {c.algorithm for c in candidates(pass_, key)}) is offered
+        assert "blocked" not in {c.algorithm for p in ("dx", "bwd") for c in candidates(p, key)}

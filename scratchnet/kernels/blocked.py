@@ -32,7 +32,7 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic, models, register_model
 
-from ._runtime import chosen_chunk, njit, parallel, scratch
+from ._runtime import chosen_chunk, njit, parallel, parallel_sum, scratch
 
 LANES = 16
 PIXELS = 4 * LANES  # per register block
@@ -95,6 +95,26 @@ def vfma(typingctx, a, s, c):
         fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VT, [_VT] * 3), "llvm.fma.v16f32")
         return builder.call(fma, [va, vs, vc])
     return vec16(vec16, types.float32, vec16), codegen
+
+
+@intrinsic
+def vfmav(typingctx, a, b, c):
+    """a · b + c lane by lane, rounded once (``llvm.fma``)."""
+    def codegen(context, builder, sig, args):
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VT, [_VT] * 3), "llvm.fma.v16f32")
+        return builder.call(fma, list(args))
+    return vec16(vec16, vec16, vec16), codegen
+
+
+@intrinsic
+def vsum(typingctx, v):
+    """The sum of the 16 lanes, as a tree of pairwise adds in a fixed order."""
+    def codegen(context, builder, sig, args):
+        lanes = [builder.extract_element(args[0], ir.Constant(ir.IntType(32), i)) for i in range(LANES)]
+        while len(lanes) > 1:
+            lanes = [builder.fadd(lanes[i], lanes[i + 1]) for i in range(0, len(lanes), 2)]
+        return lanes[0]
+    return types.float32(vec16), codegen
 
 
 @njit
@@ -168,6 +188,13 @@ def images_per_chunk(g: Geometry) -> int:
     return chosen_chunk() or max(1, TARGET_BYTES // (4 * (g.row + 4 * g.f4 * g.length)))
 
 
+def _tap_offsets(c, kh, kw, s, hh1, wh):
+    """off[(p·KW + q)·C + c]: where tap (p, q, c) of output pixel 0 sits in an image's planes."""
+    plane = hh1 * wh
+    return np.array([(((p % s) * s + q % s) * c + ch) * plane + (p // s) * wh + q // s
+                     for p in range(kh) for q in range(kw) for ch in range(c)], np.int64)
+
+
 def blocked_forward(x, w, b, stride, pads, out_hw):
     """y [N, Ho, Wo, F] = conv(x, w) + b, float32, by register blocks (see the module
     docstring); each worker takes whole images, a chunk of them at a time."""
@@ -179,9 +206,7 @@ def blocked_forward(x, w, b, stride, pads, out_hw):
     s, pt, pl = stride, pads[0][0], pads[1][0]
     g = geometry(c, kh, kw, f, s, ho, wo)
     hh1, wh, per_image, length, f4 = g
-    plane = hh1 * wh
-    offsets = np.array([(((p % s) * s + q % s) * c + ch) * plane + (p // s) * wh + q // s
-                        for p in range(kh) for q in range(kw) for ch in range(c)], np.int64)
+    offsets = _tap_offsets(c, kh, kw, s, hh1, wh)
     w2 = np.zeros((kh * kw * c, 4 * f4), np.float32)
     w2[:, :f] = w.reshape(-1, f)
     w4 = np.ascontiguousarray(w2.reshape(-1, f4, 4).transpose(1, 0, 2))  # [F/4, K, 4]
@@ -200,3 +225,90 @@ def blocked_forward(x, w, b, stride, pads, out_hw):
 
     parallel(work, n)
     return y
+
+
+# --- the filter gradient: 4 taps × 4 output channels in registers, reduced over pixels ------
+#
+#     dw[k, f] = Σ_{n, t} planes[n, off[k] + t] · dY_wide[n, f, t]
+#
+# dY_wide is dY of each image in the wide grid, channel-planar ([F, length], zeros in the
+# garbage columns and past Ho·Wh), so both factors of every product are contiguous runs:
+# per 16 pixels, 4 taps and 4 channels cost 8 vector loads and 16 FMAs, and the 16
+# accumulators stay in registers over all the pixels of all the images of a chunk.
+
+@njit
+def _dy_wide(dy, dyw, n0, count, wh, length):
+    """dyw[m, f, i·Wh + j] = dy[n0 + m, i, j, f] for j < Wo; 0 elsewhere (garbage, tail, padded F)."""
+    ho, wo, f_ = dy.shape[1], dy.shape[2], dy.shape[3]
+    zero = np.float32(0)
+    for m in range(count):
+        for f in range(dyw.shape[1]):
+            dst = dyw[m, f]
+            for t in range(length):
+                dst[t] = zero
+        for i in range(ho):
+            src = dy[n0 + m, i]
+            for j in range(wo):
+                for f in range(f_):
+                    dyw[m, f, i * wh + j] = src[j, f]
+
+
+@njit
+def _filter_blocks(planes, offsets4, dyw, acc, count, length):
+    """acc[kb, fb, a, b] += Σ_{m < count, t < length} planes[m, offsets4[kb, a] + t] · dyw[m, 4·fb + b, t]."""
+    for kb in range(offsets4.shape[0]):
+        o0, o1, o2, o3 = offsets4[kb, 0], offsets4[kb, 1], offsets4[kb, 2], offsets4[kb, 3]
+        for fb in range(acc.shape[1]):
+            a00 = vzero(); a01 = vzero(); a02 = vzero(); a03 = vzero()  # noqa: E702
+            a10 = vzero(); a11 = vzero(); a12 = vzero(); a13 = vzero()  # noqa: E702
+            a20 = vzero(); a21 = vzero(); a22 = vzero(); a23 = vzero()  # noqa: E702
+            a30 = vzero(); a31 = vzero(); a32 = vzero(); a33 = vzero()  # noqa: E702
+            for m in range(count):
+                src = planes[m]
+                g0, g1, g2, g3 = dyw[m, 4 * fb], dyw[m, 4 * fb + 1], dyw[m, 4 * fb + 2], dyw[m, 4 * fb + 3]
+                for t in range(0, length, LANES):
+                    x0 = vload(src, o0 + t); x1 = vload(src, o1 + t); x2 = vload(src, o2 + t); x3 = vload(src, o3 + t)  # noqa: E702
+                    d0 = vload(g0, t); d1 = vload(g1, t); d2 = vload(g2, t); d3 = vload(g3, t)  # noqa: E702
+                    a00 = vfmav(x0, d0, a00); a01 = vfmav(x0, d1, a01); a02 = vfmav(x0, d2, a02); a03 = vfmav(x0, d3, a03)  # noqa: E702
+                    a10 = vfmav(x1, d0, a10); a11 = vfmav(x1, d1, a11); a12 = vfmav(x1, d2, a12); a13 = vfmav(x1, d3, a13)  # noqa: E702
+                    a20 = vfmav(x2, d0, a20); a21 = vfmav(x2, d1, a21); a22 = vfmav(x2, d2, a22); a23 = vfmav(x2, d3, a23)  # noqa: E702
+                    a30 = vfmav(x3, d0, a30); a31 = vfmav(x3, d1, a31); a32 = vfmav(x3, d2, a32); a33 = vfmav(x3, d3, a33)  # noqa: E702
+            r = acc[kb, fb]
+            r[0, 0] += vsum(a00); r[0, 1] += vsum(a01); r[0, 2] += vsum(a02); r[0, 3] += vsum(a03)  # noqa: E702
+            r[1, 0] += vsum(a10); r[1, 1] += vsum(a11); r[1, 2] += vsum(a12); r[1, 3] += vsum(a13)  # noqa: E702
+            r[2, 0] += vsum(a20); r[2, 1] += vsum(a21); r[2, 2] += vsum(a22); r[2, 3] += vsum(a23)  # noqa: E702
+            r[3, 0] += vsum(a30); r[3, 1] += vsum(a31); r[3, 2] += vsum(a32); r[3, 3] += vsum(a33)  # noqa: E702
+
+
+def blocked_filter_grad(x, dy, kh, kw, stride, pads, out_hw):
+    """dw [KH, KW, C, F] of the convolution, float32, by register blocks (see above); the
+    images are summed in parts fixed by the shape (``parallel_sum``)."""
+    from .conv import _phase_planes
+
+    n, _, _, c = x.shape
+    f = dy.shape[3]
+    ho, wo = out_hw
+    s, pt, pl = stride, pads[0][0], pads[1][0]
+    g = geometry(c, kh, kw, f, s, ho, wo)
+    hh1, wh, per_image, length, f4 = g
+    taps = kh * kw * c
+    k4 = -(-taps // 4)
+    offsets = np.zeros(4 * k4, np.int64)  # padded taps read offset 0; their rows are dropped
+    offsets[:taps] = _tap_offsets(c, kh, kw, s, hh1, wh)
+    offsets4 = offsets.reshape(k4, 4)
+    per = images_per_chunk(g)
+
+    def work(a, e):
+        planes = scratch("blocked_planes", (per, g.row), np.float32)
+        dyw = scratch("blocked_out", (per, 4 * f4, length), np.float32)
+        acc = np.zeros((k4, f4, 4, 4), np.float32)
+        for s0 in range(a, e, per):
+            m = min(per, e - s0)
+            _phase_planes(x[s0:s0 + m], planes[:m, :per_image].reshape(m, s, s, c, hh1, wh), pt, pl)
+            _dy_wide(dy, dyw, s0, m, wh, length)
+            _filter_blocks(planes, offsets4, dyw, acc, m, length)
+        return acc
+
+    acc = parallel_sum(work, n, per)
+    dw = acc.transpose(0, 2, 1, 3).reshape(4 * k4, 4 * f4)[:taps, :f]
+    return np.ascontiguousarray(dw).reshape(kh, kw, c, f)

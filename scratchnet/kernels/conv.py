@@ -45,9 +45,9 @@ Backward, with dY [N, Ho, Wo, F] seen as a matrix [N·Ho·Wo, F]:
 Which of these runs (and with which chunk size) is decided per layer shape by ``choose``:
 by measurement on this machine where ``kernels.tuning`` has a cached result (``scratchnet
 tune``, or ``SCRATCHNET_TUNE=1`` at first use), else by the built-in rules above
-(``_builtin``). One forward candidate is never a built-in rule: ``blocked`` (``blocked.py``),
-a direct convolution in explicit 16-lane float32 vector registers, which wins on the narrow
-layers where it is measured. Every candidate computes the same convolution (``tests/test_tuning.py``),
+(``_builtin``). One forward and one filter-gradient candidate are never built-in rules:
+``blocked`` (``blocked.py``), a direct convolution (and its filter gradient) in explicit
+16-lane float32 vector registers, which wins on the narrow layers where it is measured. Every candidate computes the same convolution (``tests/test_tuning.py``),
 rounded its own way: a measured chunk size also cuts dW's sum into other parts. Where
 results must round the same on every machine, "untuned" keeps the built-in choices.
 """
@@ -63,7 +63,7 @@ from numba import uint64 as U
 from ..ops.conv import spatial_geometry
 from . import tuning
 from ._runtime import blas_single, chosen_chunk, chunk_size, njit, parallel, parallel_sum, scratch
-from .blocked import blocked_forward
+from .blocked import blocked_filter_grad, blocked_forward
 from .tuning import Choice, conv_key
 from .winograd import use_winograd, winograd_backward, winograd_forward
 
@@ -105,11 +105,11 @@ def conv_algorithm(name: str):
 #   fwd  im2col (y = col @ W2), im2col-t (yᵀ = W2ᵀ @ colᵀ), wide, winograd, blocked (float32:
 #        register-blocked direct convolution, ``blocked.py``; only where measured fastest)
 #   dx   col2im (dcol = dY @ W2ᵀ, scatter), flipped (dX as a convolution of dY; -t: yᵀ), winograd
-#   dw   im2col, wide, winograd
+#   dw   im2col, wide, winograd, blocked (float32: 4 taps × 4 channels in registers, reduced over pixels)
 #   bwd  winograd (dx and dw in one pass, sharing dY's transform) or split (dx and dw apart)
 ALGORITHMS = {"fwd": ("im2col", "im2col-t", "wide", "winograd", "blocked"),
               "dx": ("col2im", "flipped", "flipped-t", "winograd"),
-              "dw": ("im2col", "wide", "winograd"),
+              "dw": ("im2col", "wide", "winograd", "blocked"),
               "bwd": ("winograd", "split")}
 
 
@@ -549,6 +549,8 @@ def filter_grad_with(choice: Choice, dy, cache):
     with chunk_size(choice.chunk):
         if choice.algorithm == "winograd":
             return winograd_backward(x, w, dy, pads, out_hw, need_dx=False)[1]
+        if choice.algorithm == "blocked":
+            return blocked_filter_grad(x, dy, kh, kw, stride, pads, out_hw)
         if choice.algorithm == "wide":
             return _filter_grad_wide(x, dy, kh, kw, stride, pads[0][0], pads[1][0], out_hw).reshape(w.shape)
         assert choice.algorithm == "im2col", choice
