@@ -289,3 +289,22 @@ def test_the_register_blocked_kernels_are_float32_candidates_only():
         for pass_ in ("fwd", "dw"):
             assert ("blocked" in {c.algorithm for c in candidates(pass_, key)}) is offered
         assert "blocked" not in {c.algorithm for p in ("dx", "bwd") for c in candidates(p, key)}
+
+
+def test_the_register_blocked_kernels_never_read_stale_scratch(monkeypatch):
+    """The blocked kernels read past an image's planes (into rows whose products are
+    dropped, or multiplied by dY's zero tail): with every scratch buffer full of NaN first,
+    the results must still equal the reference (0 · NaN would not)."""
+    from scratchnet.kernels import _runtime, blocked
+
+    def stale(slot, shape, dtype):
+        buf = _runtime.scratch(slot, shape, dtype)
+        buf[...] = np.nan
+        return buf
+
+    monkeypatch.setattr(blocked, "scratch", stale)
+    for case in ((4, 9, 7, 4, 2, 5, 3, 1, "SAME"), (3, 28, 28, 6, 5, 5, 12, 2, "SAME")):
+        key, arrays, want = setup(case, np.float32)
+        for pass_ in ("fwd", "dw"):
+            for choice in (Choice("blocked"), Choice("blocked", 1), Choice("blocked", 116)):
+                close(runner(pass_, choice, key, arrays)(), want[pass_][0], np.float32, f"{pass_} {choice}")

@@ -181,7 +181,9 @@ def shorten_blas_spin(log2_cycles: int = BLAS_SPIN_LOG2_CYCLES) -> bool:
     """Make OpenBLAS's idle threads sleep after 2^log2_cycles cycles instead of 2^28 (unless
     ``OPENBLAS_THREAD_TIMEOUT``/``GOTO_THREAD_TIMEOUT`` is set): set the variable, have
     OpenBLAS read its environment again and stop its threads, which it restarts, with the
-    new timeout, at its next multi-threaded call. True if the setting took effect."""
+    new timeout, at its next multi-threaded call (so no other thread may be inside OpenBLAS
+    meanwhile: it runs once, when ``scratchnet.kernels`` is imported). True if the setting
+    took effect."""
     if any(v in os.environ for v in ("OPENBLAS_THREAD_TIMEOUT", "GOTO_THREAD_TIMEOUT")):
         return False  # the user decided
     blas = _find_blas()

@@ -301,6 +301,7 @@ def blocked_filter_grad(x, dy, kh, kw, stride, pads, out_hw):
     def work(a, e):
         planes = scratch("blocked_planes", (per, g.row), np.float32)
         dyw = scratch("blocked_out", (per, 4 * f4, length), np.float32)
+        planes[:, per_image:] = 0  # read past the planes against dY's zero tail: 0 · garbage may be NaN
         acc = np.zeros((k4, f4, 4, 4), np.float32)
         for s0 in range(a, e, per):
             m = min(per, e - s0)
