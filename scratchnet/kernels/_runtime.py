@@ -170,10 +170,10 @@ _blas_searched = False
 # busy threads on two cores. Measured on the 2-vCPU EPYC: right after a training step, the
 # worker of conv-nobn's conv2 was put on the main thread's core and the call took the time
 # of one thread (15.5 ms instead of 8.9). Training steps with the default against 2^20
-# (interleaved runs, median of 25 steps): conv-bn 125-129 -> 79-81 ms, conv-nobn 84-87 ->
-# 52-57, deep-cnn 38-42 -> 30-35, lstm 24-27 -> 19-22; the MLPs, all GEMMs back to back,
-# lose up to 0.2 ms of 1-2 (docs/performance.md). 2^20 cycles (~0.4 ms) still spans the
-# gaps between consecutive GEMMs. A THREAD_TIMEOUT the user set wins.
+# (interleaved processes, median of 25 steps, three rounds): conv-bn 118-130 -> 70-77 ms,
+# conv-nobn 85-92 -> 50-62, deep-cnn 42-48 -> 28-42, lstm 26-29 -> 16-21; the MLPs, all
+# GEMMs back to back, within the noise (rule 9 of docs/performance.md). 2^20 cycles
+# (~0.4 ms) still spans the gaps between consecutive GEMMs. A THREAD_TIMEOUT the user set wins.
 BLAS_SPIN_LOG2_CYCLES = 20
 
 
