@@ -10,8 +10,8 @@ conv2d_*                  chunked NHWC im2col (Numba, contiguous runs) + one-thr
                           (``conv_algorithm("direct")`` turns it off); per shape, the
                           algorithm and chunk size measured fastest on this machine where
                           ``tuning`` has a measurement (``scratchnet tune``), including
-                          a register-blocked direct forward in explicit 16-lane vectors
-                          (``blocked.py``, float32) where it measures fastest;
+                          a register-blocked direct forward and filter gradient in explicit
+                          16-lane vectors (``blocked.py``, float32) where they measure fastest;
                           ``conv2d_backward_params`` skips dX for a first layer
 max_pool_*                one Numba pass writing max and uint8 argmax; backward writes dx once
                           when the windows tile the input, else scatters through the argmax;

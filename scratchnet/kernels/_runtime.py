@@ -29,6 +29,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -146,7 +147,10 @@ _blas_users = 0
 _blas_saved = None
 
 
+@lru_cache(maxsize=None)
 def _find_blas():
+    """threadpoolctl's controller of NumPy's BLAS (None without threadpoolctl or a BLAS it
+    knows), looked up once per process."""
     try:
         from threadpoolctl import ThreadpoolController
     except ImportError:
@@ -155,10 +159,6 @@ def _find_blas():
     # NumPy's own BLAS (the one np.matmul calls) is the one loaded from numpy's folders.
     mine = [c for c in libs if "numpy" in str(c.filepath)] or libs
     return mine[0] if mine else None
-
-
-_blas = None
-_blas_searched = False
 
 
 # --- OpenBLAS's idle spin ----------------------------------------------------------------
@@ -201,19 +201,15 @@ def shorten_blas_spin(log2_cycles: int = BLAS_SPIN_LOG2_CYCLES) -> bool:
 @contextmanager
 def blas_single():
     """Inside: NumPy's BLAS uses one thread (the worker threads supply the parallelism)."""
-    global _blas, _blas_searched, _blas_users, _blas_saved
-    if NUM_THREADS == 1:
-        yield
-        return
-    if not _blas_searched:
-        _blas, _blas_searched = _find_blas(), True
-    if _blas is None:
+    global _blas_users, _blas_saved
+    blas = _find_blas() if NUM_THREADS > 1 else None
+    if blas is None:
         yield
         return
     with _blas_lock:
         if _blas_users == 0:
-            _blas_saved = _blas.get_num_threads()
-            _blas.set_num_threads(1)
+            _blas_saved = blas.get_num_threads()
+            blas.set_num_threads(1)
         _blas_users += 1
     try:
         yield
@@ -221,7 +217,7 @@ def blas_single():
         with _blas_lock:
             _blas_users -= 1
             if _blas_users == 0:
-                _blas.set_num_threads(_blas_saved)
+                blas.set_num_threads(_blas_saved)
 
 
 BLAS_SPIN_SHORTENED = NUM_THREADS > 1 and shorten_blas_spin()

@@ -134,8 +134,6 @@ def _applicable(pass_: str, key: tuple) -> dict[str, tuple[int, int]]:
         out["im2col"] = rows_in, rows_out
         if f <= 32:  # the transposed orientation helps where F is BLAS's narrow dimension
             out["im2col-t"] = rows_in, rows_out
-        if dtype == np.float32:  # 16 float32 lanes per register
-            out["blocked"] = images_per_chunk(blocked_geometry(c, kh, kw, f, s, ho, wo)), share
     elif pass_ == "dx":
         out["col2im"] = rows_in, share * ho * wo  # the workers own whole images
         if s == 1:
@@ -145,8 +143,8 @@ def _applicable(pass_: str, key: tuple) -> dict[str, tuple[int, int]]:
                 out["flipped-t"] = flipped
     elif pass_ == "dw":
         out["im2col"] = rows_in, rows_out
-        if dtype == np.float32:
-            out["blocked"] = images_per_chunk(blocked_geometry(c, kh, kw, f, s, ho, wo)), share
+    if pass_ in ("fwd", "dw") and dtype == np.float32:  # 16 float32 lanes per register
+        out["blocked"] = images_per_chunk(blocked_geometry(c, kh, kw, f, s, ho, wo)), share
     if pass_ in ("fwd", "dw") and c <= WIDE_MAX_CHANNELS:
         out["wide"] = wide
     if winograd_applies(kh, kw, c, f, s):
