@@ -170,7 +170,8 @@ def test_max_pool_tie_rule():
 # --- dense, relu, loss --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
-@pytest.mark.parametrize("shape", [(1, 3, 4), (7, 33, 5), (50, 3136, 64), (3, 1100, 1000)])  # last: big-weight dx path
+@pytest.mark.parametrize("shape", [(1, 3, 4), (7, 33, 5), (50, 3136, 64), (3, 1100, 1000),  # big-weight dx path
+                                   (10, 3136, 1024)])  # deep-CNN fc1 at batch 10: kernels.skinny (AVX-512)
 def test_dense(shape, dtype):
     n, i, o = shape
     rng = np.random.default_rng(3)
@@ -181,6 +182,45 @@ def test_dense(shape, dtype):
     dy = rand(rng, y0.shape, dtype)
     for name, g1, g0 in zip(("dx", "dw", "db"), fast.dense_backward(dy, c1), ref.dense_backward(dy, c0)):
         close(g1, g0, dtype, name)
+
+
+@pytest.mark.parametrize("m", [1, 2, 5, 6, 7, 10, 12])
+def test_skinny_products(m, monkeypatch):
+    """The register-blocked skinny products (``kernels.skinny``, float32) against float64
+    products, with every scratch buffer full of NaN first (the packed panels must be
+    written before they are read); and bit for bit the same when one thread does all the
+    parts (each output is summed in an order fixed by the shape)."""
+    from scratchnet.kernels import _runtime, skinny
+
+    def stale(slot, shape, dtype):
+        buf = _runtime.scratch(slot, shape, dtype)
+        buf[...] = np.nan
+        return buf
+
+    monkeypatch.setattr(skinny, "scratch", stale)
+    monkeypatch.setattr(skinny, "PANEL", 40)  # several panels and a ragged last one (K = 258)
+    rng = np.random.default_rng(m)
+    x, w, dy = (rand(rng, s, np.float32) for s in ((m, 258), (258, 192), (m, 192)))
+    x64, w64, dy64 = (a.astype(np.float64) for a in (x, w, dy))
+    got = skinny.forward(x, w), skinny.input_grad(dy, w), skinny.weight_grad(x, dy)
+    for name, g, want in zip(("y", "dx", "dw"), got, (x64 @ w64, dy64 @ w64.T, x64.T @ dy64)):
+        close(g, want.astype(np.float32), np.float32, name)
+    monkeypatch.setattr(skinny, "parallel", lambda fn, n, min_per_thread=1: [fn(0, n)])
+    for name, g, again in zip(("y", "dx", "dw"), got,
+                              (skinny.forward(x, w), skinny.input_grad(dy, w), skinny.weight_grad(x, dy))):
+        np.testing.assert_array_equal(again, g, err_msg=name)
+
+
+def test_skinny_products_apply_to_few_rows_and_a_large_float32_weight(monkeypatch):
+    from scratchnet.kernels import skinny
+    monkeypatch.setattr(skinny, "AVX512", True)
+    w = np.zeros((3136, 1024), np.float32)
+    assert skinny.applies(10, w) and skinny.applies(2, w) and skinny.applies(12, w)
+    assert not skinny.applies(1, w) and not skinny.applies(13, w)  # a matrix-vector product; too many rows
+    assert not skinny.applies(10, w.astype(np.float64)) and not skinny.applies(10, w[:, :1000])
+    assert not skinny.applies(10, np.zeros((3135, 1024), np.float32)) and not skinny.applies(10, w[:300])
+    monkeypatch.setattr(skinny, "AVX512", False)
+    assert not skinny.applies(10, w)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
