@@ -132,10 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     parity = sub.add_parser("parity", help="compare scratchnet with TensorFlow, tensor by tensor")
     add_parity_arguments(parity)
 
-    tune = sub.add_parser("tune", help="time the convolution algorithms of recipes on this machine; "
+    tune = sub.add_parser("tune", help="time the convolution algorithms (and large dense products) of recipes on this machine; "
                                        "cache and print the fastest per layer")
     tune.add_argument("recipes", nargs="*", metavar="RECIPE",
-                      help="recipes to tune, or all (default: every recipe with a convolution)")
+                      help="recipes to tune, or all (default: every recipe with a convolution or a large dense layer)")
     tune.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="default float32")
     tune.add_argument("--force", action="store_true", help="measure again the shapes already in the cache")
     tune.add_argument("--repeats", type=int, default=5, help="timed rounds per candidate (default 5; ranked by the fastest)")

@@ -171,7 +171,7 @@ def test_max_pool_tie_rule():
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
 @pytest.mark.parametrize("shape", [(1, 3, 4), (7, 33, 5), (50, 3136, 64), (3, 1100, 1000),  # big-weight dx path
-                                   (10, 3136, 1024)])  # deep-CNN fc1 at batch 10: kernels.skinny (AVX-512)
+                                   (10, 3136, 1024)])  # deep-CNN fc1 at batch 10: dW by kernels.skinny (AVX-512)
 def test_dense(shape, dtype):
     n, i, o = shape
     rng = np.random.default_rng(3)
@@ -211,16 +211,12 @@ def test_skinny_products(m, monkeypatch):
         np.testing.assert_array_equal(again, g, err_msg=name)
 
 
-def test_skinny_products_apply_to_few_rows_and_a_large_float32_weight(monkeypatch):
+def test_skinny_products_take_2_to_12_rows_of_float32():
     from scratchnet.kernels import skinny
-    monkeypatch.setattr(skinny, "AVX512", True)
-    w = np.zeros((3136, 1024), np.float32)
-    assert skinny.applies(10, w) and skinny.applies(2, w) and skinny.applies(12, w)
-    assert not skinny.applies(1, w) and not skinny.applies(13, w)  # a matrix-vector product; too many rows
-    assert not skinny.applies(10, w.astype(np.float64)) and not skinny.applies(10, w[:, :1000])
-    assert not skinny.applies(10, np.zeros((3135, 1024), np.float32)) and not skinny.applies(10, w[:300])
-    monkeypatch.setattr(skinny, "AVX512", False)
-    assert not skinny.applies(10, w)
+    assert skinny.fits(10, 3136, 1024, np.float32) and skinny.fits(2, 8, 64, np.float32) and skinny.fits(12, 2, 64, "float32")
+    assert not skinny.fits(1, 3136, 1024, np.float32) and not skinny.fits(13, 3136, 1024, np.float32)
+    assert not skinny.fits(10, 3136, 1024, np.float64) and not skinny.fits(10, 3136, 1000, np.float32)
+    assert not skinny.fits(10, 3135, 1024, np.float32)  # dx takes the rows of w two at a time
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)

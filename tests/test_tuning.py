@@ -173,14 +173,70 @@ def test_first_use_tuning_that_fails_falls_back(monkeypatch, empty_store, capsys
 def test_conv_plan_names_each_layer_and_pass():
     rows = tuning.conv_plan("deep-cnn", 50)
     assert [(r.layer, r.pass_) for r in rows] == [("conv1", "fwd"), ("conv1", "dw"), ("conv2", "fwd"),
-                                                  ("conv2", "dx"), ("conv2", "dw")]
-    assert [str(r.choice) for r in rows] == ["wide", "wide", "winograd", "winograd", "winograd"]
+                                                  ("conv2", "dx"), ("conv2", "dw"),
+                                                  ("fc1", "fwd"), ("fc1", "dx"), ("fc1", "dw")]
+    assert [str(r.choice) for r in rows] == ["wide", "wide", "winograd", "winograd", "winograd", "blas", "blas-t", "blas"]
     assert rows[3].joint and all(r.source == "built-in" for r in rows)
     assert [r.pass_ for r in tuning.conv_plan("conv3", 1000, training=False)] == ["fwd"] * 3
-    assert tuning.plan_text(rows) == "conv1 fwd wide, dw wide; conv2 fwd winograd, dx winograd+, dw winograd+"
+    assert tuning.plan_text(rows) == ("conv1 fwd wide, dw wide; conv2 fwd winograd, dx winograd+, dw winograd+; "
+                                      "fc1 fwd blas, dx blas-t, dw blas")
     assert tuning.conv_plan("mlp", 100) == []
     assert tuning.choice_for("bwd", (50, 14, 14, 32), (5, 5, 32, 64)) == Choice("winograd")
     assert tuning.choice_for("dx", (50, 28, 28, 6), (5, 5, 6, 12), stride=2) == Choice("col2im")
+
+
+# --- dense layers ----------------------------------------------------------------------------------
+
+BIG_DENSE = (10, 1024, 1024)  # rows, in, out: 1 M weights, where the choices begin
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_every_dense_candidate_computes_the_product(dtype):
+    m, k, n = BIG_DENSE
+    key = tuning.dense_key(m, (k, n), dtype)
+    x, w, dy = arrays = tuning._arrays(key)
+    want = {"dense-fwd": x @ w, "dense-dx": dy @ w.T, "dense-dw": x.T @ dy}
+    for pass_, product in want.items():
+        names = {c.algorithm for c in candidates(pass_, key)}
+        expected = {"blas"} | ({"blas-t"} if pass_ == "dense-dx" else set()) | ({"skinny"} if dtype == np.float32 else set())
+        assert names == (expected if len(expected) > 1 else set()), pass_  # float64 fwd, dw: only blas
+        for choice in candidates(pass_, key):
+            close(runner(pass_, choice, key, arrays)(), product, dtype, f"{pass_} {choice}")
+    assert not candidates("dense-fwd", tuning.dense_key(1000, (k, n), dtype))  # only blas: nothing to measure
+    assert not candidates("dense-dx", tuning.dense_key(m, (784, 200), dtype))  # a small weight always runs blas
+
+
+def test_dense_layers_follow_a_measurement_and_their_rules_without(empty_store, monkeypatch):
+    from scratchnet.kernels import dense, skinny
+    m, k, n = BIG_DENSE
+    rng = np.random.default_rng(5)
+    x, w, b, dy = (rand(rng, s, np.float32) for s in ((m, k), (k, n), (n,), (m, n)))
+    key = tuning.dense_key(m, w.shape, np.float32)
+    monkeypatch.setattr(skinny, "AVX512", True)
+    assert [dense.choose(p, m, w) for p in ("dense-fwd", "dense-dx", "dense-dw")] == ["blas", "blas-t", "skinny"]
+    monkeypatch.setattr(skinny, "AVX512", False)
+    empty_store.memo.clear()
+    assert dense.choose("dense-dw", m, w) == "blas"  # 24 vector accumulators need AVX-512's registers
+    for pass_, fastest in (("dense-fwd", "skinny"), ("dense-dx", "skinny"), ("dense-dw", "skinny")):
+        fake_entry(empty_store, pass_, key, fastest)
+        assert dense.choose(pass_, m, w) == "skinny"
+    y, cache = fast.dense_forward(x, w, b)
+    close(y, (x @ w + b), np.float32, "y")
+    for name, got, product in zip(("dx", "dw"), fast.dense_backward(dy, cache), (dy @ w.T, x.T @ dy)):
+        close(got, product, np.float32, name)
+    with fast.conv_algorithm("untuned"):
+        assert dense.choose("dense-fwd", m, w) == "blas"
+    assert dense.choose("dense-fwd", m, np.asfortranarray(w)) == "blas"  # skinny reads w as C-ordered rows
+    assert dense.choose("dense-fwd", m, np.zeros((784, 200), np.float32)) == "blas"
+    assert tuning.plan_text(tuning.conv_plan("deep-cnn-glorot-10k", m)).endswith("fc1 fwd blas, dx blas-t, dw blas")
+
+
+def test_a_dense_entry_round_trips_through_the_cache_file(tmp_path):
+    key = tuning.dense_key(*BIG_DENSE[:1], BIG_DENSE[1:], np.float32)
+    path = tmp_path / "conv.json"
+    st = Store(path, machine())
+    tuning.tune("dense-dx", key, repeats=1, into=st)
+    assert set(Store(path, machine()).entries["dense-dx 10x1024x1024 float32"]["ms"]) == {"blas", "blas-t", "skinny"}
 
 
 # --- the cache file -----------------------------------------------------------------------------------
@@ -270,7 +326,7 @@ def test_tune_command_prints_and_caches(tmp_path):
     assert result.returncode == 0, result.stderr
     rows = [l.split()[:4] for l in result.stdout.splitlines()]
     assert ["conv3-small", "conv2", "2", "dx"] in rows and ["conv3-small", "conv1", "3", "fwd"] in rows, result.stdout
-    assert ["mlp", "(no", "convolutions)"] in [r[:3] for r in rows], result.stdout
+    assert ["mlp", "(nothing", "to", "tune)"] in rows, result.stdout
     (cache,) = tmp_path.glob("conv-*.json")
     # training: conv1 fwd, dw; conv2 and conv3 fwd, dw, dx. Evaluation: 3 × fwd
     assert len(json.loads(cache.read_text())["entries"]) == 2 + 3 + 3 + 3

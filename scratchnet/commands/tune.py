@@ -1,5 +1,6 @@
-"""``scratchnet tune``: time the convolution candidates of recipes on this machine, cache the
-fastest (``scratchnet.kernels.tuning``) and print what each layer will run."""
+"""``scratchnet tune``: time the convolution candidates of recipes (and the products of their
+large dense layers) on this machine, cache the fastest (``scratchnet.kernels.tuning``) and
+print what each layer will run."""
 
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ SHOWN = 8  # candidates printed per row (the fastest; the rest are counted)
 
 
 def conv_recipes() -> list[str]:
-    from ..kernels.tuning import conv_layers
+    from ..kernels.tuning import conv_layers, dense_layers
     from ..recipes import RECIPES
-    return [name for name in RECIPES if conv_layers(name, 1)]
+    return [name for name in RECIPES if conv_layers(name, 1) or dense_layers(name, 1)]
 
 
 def _shape(key) -> str:
+    if key[0] == "dense":
+        return f"dense {key[2]}→{key[3]}"
     _, h, w, c, kh, kw, f, s, pads, _ = key
     return f"{h}x{w}x{c} {kh}x{kw}→{f} s{s} {'SAME' if any(pads) else 'VALID'}"
 
@@ -29,8 +32,14 @@ def _passes(first: bool, training: bool, key) -> list[str]:
     return ["fwd", "dw"] + ([] if first else ["dx"] + (["bwd"] if tunable("bwd", key) else []))
 
 
+def _dense_passes(first: bool, training: bool, key) -> list[str]:
+    from ..kernels.tuning import tunable
+    passes = ["dense-fwd"] + (["dense-dw"] + ([] if first else ["dense-dx"]) if training else [])
+    return [p for p in passes if tunable(p, key)]
+
+
 def tune_command(args) -> int:
-    from ..kernels import conv, tuning
+    from ..kernels import tuning
     from ..recipes import RECIPES
     from ..train import EVAL_BATCH
 
@@ -58,8 +67,11 @@ def tune_command(args) -> int:
         work = tuple((layer.name, batch, pass_, key) for batch, training in runs
                      for layer, shape, first in tuning.conv_layers(recipe, batch)
                      for key in [tuning.layer_key(layer, shape, dtype)] for pass_ in _passes(first, training, key))
+        work += tuple((layer.name, batch, pass_, key) for batch, training in runs
+                      for layer, key, first in tuning.dense_layers(recipe, batch, dtype)
+                      for pass_ in _dense_passes(first, training, key))
         if not work or work in printed:
-            print(f"{name:<{width}} " + (f"(the same convolutions as {printed[work]})" if work else "(no convolutions)"))
+            print(f"{name:<{width}} " + (f"(the same layers as {printed[work]})" if work else "(nothing to tune)"))
             continue
         printed[work] = name
         for layer, batch, pass_, key in work:
@@ -68,7 +80,7 @@ def tune_command(args) -> int:
                 fresh += args.force or text not in st.entries
                 tuning.tune(pass_, key, repeats=args.repeats, force=args.force, into=st)
                 done.update({text, tuning.key_text("dx", key), tuning.key_text("dw", key)} if pass_ == "bwd" else {text})
-            print(_row(name, width, layer, batch, pass_, key, st, conv, tuning))
+            print(_row(name, width, layer, batch, pass_, key, st, tuning))
     print(f"\n{fresh} layer pass(es) measured now, in {time.perf_counter() - started:.1f} s; the rest from the "
           f"cache (--force measures them again)\n{tuning.describe()}")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
@@ -78,9 +90,9 @@ def tune_command(args) -> int:
     return 0
 
 
-def _row(recipe, width, layer, batch, pass_, key, st, conv, tuning) -> str:
+def _row(recipe, width, layer, batch, pass_, key, st, tuning) -> str:
     ranked = tuning.ranking(pass_, key, st=st)
-    builtin = str(tuning.resolved(pass_, conv._builtin(pass_, key, winograd=True), key))
+    builtin = str(tuning.builtin(pass_, key))
     ms = dict(ranked)
     choice, best = tuning.pick(pass_, key, st=st)
     chosen = str(choice)
@@ -90,5 +102,5 @@ def _row(recipe, width, layer, batch, pass_, key, st, conv, tuning) -> str:
         rest = f" (+{len(ranked) - SHOWN} slower"
         rest += f"; built-in {builtin} {ms[builtin]:.2f})" if builtin in dict(ranked[SHOWN:]) else ")"
         shown += rest
-    return (f"{recipe:<{width}} {layer:<6} {batch:>5} {pass_:<4} {_shape(key):<24} {chosen:<14} {best:8.2f} "
+    return (f"{recipe:<{width}} {layer:<6} {batch:>5} {pass_.removeprefix('dense-'):<4} {_shape(key):<24} {chosen:<14} {best:8.2f} "
             f"{vs:>11}  {shown}")

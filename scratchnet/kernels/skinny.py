@@ -23,9 +23,9 @@ them exactly once:
 Rows past M are zero padding (x and dy copied into 6- or 12-row buffers), columns of w
 are split between the worker threads. Each output element is summed in an order fixed by
 the shape alone (k ascending; r ascending; the lanes by the same tree), so the result does
-not depend on the thread count. Measured on the AMD EPYC (Zen 4, two threads, median of
-300; ``docs/performance.md``), M = 10 against OpenBLAS: forward 0.93 vs 1.42 ms, dx 1.11
-vs 2.13 ms, dw 0.75 vs 1.52 ms.
+not depend on the thread count. Which product runs is chosen per shape (``dense.py``,
+``kernels.tuning``); on the AMD EPYC (Zen 4, two threads, M = 10, medians of 60) dw took
+1.00 ms against OpenBLAS's 1.37-1.58, and the forward product and dx tied with it.
 """
 
 from __future__ import annotations
@@ -37,19 +37,16 @@ from ._runtime import njit, parallel, scratch
 from .blocked import vfma, vfmav, vload, vstore, vsum, vzero
 
 ROWS = 12          # the most rows (M) these kernels take
-MIN_ROWS = 2       # below, OpenBLAS's matrix-vector product is faster (memory-bound)
-MIN_WEIGHT = 1 << 20  # elements of w; smaller weights keep BLAS
+MIN_ROWS = 2       # one row is a matrix-vector product: OpenBLAS streams w at memory speed
 PANEL = 128        # rows of w copied per panel (128 × 512 columns × 4 B = 256 KB per worker)
 # 24 accumulators of 16 lanes fill 24 of AVX-512's 32 registers; with 16 AVX2 registers
-# they would spill to memory on every multiply-add.
+# they would spill to memory on every multiply-add (``dense.builtin`` asks for AVX-512).
 AVX512 = "avx512f" in cpuinfo().get("flags", "").split()
 
 
-def applies(m: int, w: np.ndarray) -> bool:
-    """Whether the skinny kernels take a batch of ``m`` rows against weight ``w [K, N]``."""
-    k, n = w.shape
-    return (AVX512 and w.dtype == np.float32 and MIN_ROWS <= m <= ROWS and w.size >= MIN_WEIGHT
-            and n % 64 == 0 and k % 2 == 0 and w.flags.c_contiguous)
+def fits(m: int, k: int, n: int, dtype) -> bool:
+    """Whether these kernels take M = ``m`` rows against a weight [``k``, ``n``] of ``dtype``."""
+    return np.dtype(dtype) == np.float32 and MIN_ROWS <= m <= ROWS and n % 64 == 0 and k % 2 == 0
 
 
 # --- forward: y = x @ w ---------------------------------------------------------------------
@@ -112,7 +109,7 @@ def _forward(xt, wf, n, y, j0, j1, pack, panel):
 
 
 def forward(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """y [M, N] = x [M, K] @ w [K, N] (``applies(M, w)``)."""
+    """y [M, N] = x [M, K] @ w [K, N] (``fits``; w C-contiguous)."""
     m, (k, n) = x.shape[0], w.shape
     rows = -(-m // 6) * 6
     xt = np.zeros((k, rows), np.float32)
@@ -171,7 +168,7 @@ def _rows12(a: np.ndarray) -> np.ndarray:
 
 
 def input_grad(dy: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """dx [M, K] = dy [M, N] @ w [K, N]ᵀ (``applies(M, w)``)."""
+    """dx [M, K] = dy [M, N] @ w [K, N]ᵀ (``fits``; w C-contiguous)."""
     m, (k, n) = dy.shape[0], w.shape
     dyf, wf = _rows12(dy).reshape(-1), w.reshape(-1)
     dxt = np.empty((k, ROWS), np.float32)
@@ -218,7 +215,7 @@ def _weight_grad(xt, dyf, n, dwf, j0, j1):
 
 
 def weight_grad(x: np.ndarray, dy: np.ndarray) -> np.ndarray:
-    """dw [K, N] = x [M, K]ᵀ @ dy [M, N] (``applies(M, w)``)."""
+    """dw [K, N] = x [M, K]ᵀ @ dy [M, N] (``fits``)."""
     (m, k), n = x.shape, dy.shape[1]
     xt = np.zeros((k, ROWS), np.float32)
     xt[:, :m] = x.T

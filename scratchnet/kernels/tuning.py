@@ -20,6 +20,10 @@ were measured on one AMD EPYC. So, for one layer shape and pass:
   excludes Winograd, "untuned" ignores the file); the built-in rule's choice stays
   unless another is more than ``MARGIN`` faster (``pick``).
 
+A dense layer with a large weight has its choices too (``dense.ALGORITHMS``: OpenBLAS in
+either orientation or the skinny register-blocked products), measured and cached the same
+way under the passes "dense-fwd", "dense-dx" and "dense-dw" (keys from ``dense_key``).
+
 Every candidate computes the same convolution; they differ in summation order only,
 within the float32 tolerance of ``tests/test_kernels.py`` (``tests/test_tuning.py`` checks
 each one against the NumPy reference). Without a measurement the built-in rules run.
@@ -95,8 +99,20 @@ def conv_key(x_shape, w_shape, stride: int, pads, dtype) -> tuple:
             (int(pt), int(pb), int(pl), int(pr)), _dtype_name(dtype))
 
 
+def dense_key(m: int, w_shape, dtype) -> tuple:
+    """The shape key of a dense layer's product: ("dense", M, In, Out, dtype name)."""
+    return ("dense", int(m), int(w_shape[0]), int(w_shape[1]), _dtype_name(dtype))
+
+
+def _is_dense(pass_: str) -> bool:
+    return pass_.startswith("dense-")
+
+
 def key_text(pass_: str, key: tuple) -> str:
-    """``"fwd 50x14x14x32 5x5x64 s1 SAME(2,2,2,2) float32"``: the entry's name in the cache file."""
+    """``"fwd 50x14x14x32 5x5x64 s1 SAME(2,2,2,2) float32"``, ``"dense-dx 10x3136x1024
+    float32"``: the entry's name in the cache file."""
+    if key[0] == "dense":
+        return f"{pass_} {key[1]}x{key[2]}x{key[3]} {key[4]}"
     n, h, w, c, kh, kw, f, s, pads, dtype = key
     padding = "VALID" if not any(pads) else "SAME"
     return f"{pass_} {n}x{h}x{w}x{c} {kh}x{kw}x{f} s{s} {padding}({','.join(map(str, pads))}) {dtype}"
@@ -154,13 +170,16 @@ def _applicable(pass_: str, key: tuple) -> dict[str, tuple[int, int]]:
 
 def candidates(pass_: str, key: tuple) -> list[Choice]:
     """Every algorithm and chunk size valid for this pass and shape."""
+    if _is_dense(pass_):
+        from .dense import applicable
+        return [Choice(name) for name in applicable(pass_, key)]
     return [Choice(name, chunk) for name, (default, cap) in _applicable(pass_, key).items()
             for chunk in _around(default, cap)]
 
 
 def resolved(pass_: str, choice: Choice, key: tuple) -> Choice:
     """``choice`` with the chunk its kernel's own rule picks when it says None."""
-    if choice.chunk is not None or choice.algorithm == "split":
+    if choice.chunk is not None or choice.algorithm == "split" or _is_dense(pass_):
         return choice
     default = _applicable(pass_, key).get(choice.algorithm)
     return Choice(choice.algorithm, default[0]) if default else choice
@@ -169,8 +188,11 @@ def resolved(pass_: str, choice: Choice, key: tuple) -> Choice:
 # --- timing ---------------------------------------------------------------------------------------
 
 def _arrays(key, seed: int = 0):
-    n, h, w, c, kh, kw, f, s, ho, wo, dtype = _geometry(key)
     rng = np.random.default_rng(seed)
+    if key[0] == "dense":
+        _, m, k, n, dtype = key
+        return tuple(rng.standard_normal(shape).astype(dtype) for shape in ((m, k), (k, n), (m, n)))
+    n, h, w, c, kh, kw, f, s, ho, wo, dtype = _geometry(key)
     x = rng.standard_normal((n, h, w, c)).astype(dtype)
     wt = (rng.standard_normal((kh, kw, c, f)) * 0.1).astype(dtype)
     b = rng.standard_normal(f).astype(dtype)
@@ -181,7 +203,13 @@ def _arrays(key, seed: int = 0):
 
 def runner(pass_: str, choice: Choice, key: tuple, arrays=None):
     """A zero-argument callable running one pass of ``key`` by ``choice`` (for timing and tests)."""
-    from . import conv
+    from . import conv, dense
+    if _is_dense(pass_):
+        x, w, dy = arrays if arrays is not None else _arrays(key)
+        algorithm = choice.algorithm
+        return {"dense-fwd": lambda: dense.forward_with(algorithm, x, w),
+                "dense-dx": lambda: dense.input_grad_with(algorithm, dy, w),
+                "dense-dw": lambda: dense.weight_grad_with(algorithm, x, dy)}[pass_]
     x, w, b, dy, cache = arrays if arrays is not None else _arrays(key)
     stride, out_hw, pads = cache[2:]
     if pass_ == "fwd":
@@ -260,6 +288,7 @@ def warn(message: str) -> None:
 def _valid_entry(pass_: str, entry) -> dict | None:
     """The entry's candidates that this scratchnet knows, or None if it is malformed."""
     from .conv import ALGORITHMS
+    from .dense import ALGORITHMS as DENSE
     if not isinstance(entry, dict) or not isinstance(entry.get("ms"), dict):
         return None
     ms = {}
@@ -270,7 +299,7 @@ def _valid_entry(pass_: str, entry) -> dict | None:
             choice = Choice.parse(name)
         except ValueError:
             return None
-        if choice.algorithm in ALGORITHMS.get(pass_, ()) and (choice.chunk is None or choice.chunk > 0):
+        if choice.algorithm in {**ALGORITHMS, **DENSE}.get(pass_, ()) and (choice.chunk is None or choice.chunk > 0):
             ms[str(choice)] = float(t)
     return {**entry, "ms": ms}
 
@@ -407,16 +436,24 @@ def ranking(pass_: str, key: tuple, *, winograd: bool = True, st: Store | None =
     return sorted(rows, key=lambda r: r[1])
 
 
+def builtin(pass_: str, key: tuple, *, winograd: bool = True) -> Choice:
+    """The built-in rule's choice (``conv._builtin``, ``dense.builtin``), its chunk resolved."""
+    if _is_dense(pass_):
+        from . import dense
+        return Choice(dense.builtin(pass_, key))
+    from .conv import _builtin
+    return resolved(pass_, _builtin(pass_, key, winograd=winograd), key)
+
+
 def pick(pass_: str, key: tuple, *, winograd: bool = True, st: Store | None = None) -> tuple[Choice, float] | None:
     """The chosen candidate and its time: the fastest, except that the built-in rule's choice
     stays unless another is faster by more than ``MARGIN`` (timing noise does not move it)."""
-    from .conv import _builtin
     ranked = ranking(pass_, key, winograd=winograd, st=st)
     if not ranked:
         return None
     ms = dict(ranked)
-    builtin = str(resolved(pass_, _builtin(pass_, key, winograd=winograd), key))
-    name = builtin if builtin in ms and ms[builtin] <= ranked[0][1] * (1 + MARGIN) else ranked[0][0]
+    builtin_ = str(builtin(pass_, key, winograd=winograd))
+    name = builtin_ if builtin_ in ms and ms[builtin_] <= ranked[0][1] * (1 + MARGIN) else ranked[0][0]
     return Choice.parse(name), ms[name]
 
 
@@ -439,13 +476,27 @@ def measured(pass_: str, key: tuple, *, winograd: bool = True, first_use: bool |
     return choice
 
 
+def dense_choice(pass_: str, key: tuple, *, first_use: bool | None = None) -> str:
+    """The algorithm a dense layer's ``pass_`` runs for ``key``: measured (unless the
+    convolutions' mode is "untuned", which keeps every built-in rule) or built-in."""
+    from . import conv
+    st = store()
+    first_use = TUNE_AT_FIRST_USE if first_use is None else first_use
+    untuned = conv._algorithm == "untuned"
+    memo = ("choice", pass_, key, untuned, first_use)
+    if memo not in st.memo:
+        got = None if untuned else measured(pass_, key, first_use=first_use)
+        st.memo[memo] = (got or builtin(pass_, key)).algorithm
+    return st.memo[memo]
+
+
 # --- what each layer runs -----------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class PlanRow:
-    layer: str      # the Conv2D's name
+    layer: str      # the Conv2D's or Dense's name
     pass_: str      # fwd, dx, dw
-    key: tuple      # conv_key
+    key: tuple      # conv_key or dense_key
     choice: Choice  # what the fast backend runs
     source: str     # "measured" or "built-in"
     joint: bool = False  # dx and dw in one Winograd pass
@@ -454,18 +505,22 @@ class PlanRow:
         return f"{self.layer} {self.pass_} {self.choice}{' (dx+dw)' if self.joint else ''}"
 
 
+def _layers(model) -> list:
+    """The layers of a ``Sequential``, a ``Recipe`` or a recipe's name."""
+    if isinstance(model, str):
+        from ..recipes import RECIPES
+        model = RECIPES[model]
+    return model.layers() if callable(getattr(model, "layers", None)) else model.layers
+
+
 def conv_layers(model, batch: int) -> list[tuple]:
     """``(layer, x_shape, first)`` for each Conv2D of ``model`` (a ``Sequential``, a ``Recipe``
     or a recipe's name) at batch size ``batch``; ``first``: the first layer with parameters,
     whose input gradient a training step skips."""
     from ..layers import BatchNorm, Conv2D, Dropout, MaxPool2D, _Pointwise
     from ..ops.conv import spatial_geometry
-    if isinstance(model, str):
-        from ..recipes import RECIPES
-        model = RECIPES[model]
-    layers = model.layers() if callable(getattr(model, "layers", None)) else model.layers
     shape, out, seen_params = (batch, 28, 28, 1), [], False
-    for layer in layers:
+    for layer in _layers(model):
         has_params = bool(layer.param_specs())
         if isinstance(layer, Conv2D) and shape is not None:
             out.append((layer, shape, not seen_params))
@@ -480,6 +535,19 @@ def conv_layers(model, batch: int) -> list[tuple]:
     return out
 
 
+def dense_layers(model, batch: int, dtype=np.float32) -> list[tuple]:
+    """``(layer, key, first)`` for each Dense of ``model`` (as for ``conv_layers``) whose
+    weight is large enough to have a choice of products (``dense.BIG_WEIGHT``)."""
+    from ..layers import Dense
+    from .dense import BIG_WEIGHT
+    out, seen_params = [], False
+    for layer in _layers(model):
+        if isinstance(layer, Dense) and layer.in_features * layer.out_features >= BIG_WEIGHT:
+            out.append((layer, dense_key(batch, (layer.in_features, layer.out_features), dtype), not seen_params))
+        seen_params = seen_params or bool(layer.param_specs())
+    return out
+
+
 def layer_key(layer, x_shape, dtype) -> tuple:
     from ..ops.conv import spatial_geometry
     _, pads = spatial_geometry(x_shape, layer.kernel_size, (layer.stride,) * 2, layer.padding)
@@ -488,8 +556,9 @@ def layer_key(layer, x_shape, dtype) -> tuple:
 
 def conv_plan(model, batch: int, dtype=np.float32, *, training: bool = True,
               every_input_grad: bool = False) -> list[PlanRow]:
-    """What the fast backend runs for each convolution of ``model`` (a ``Sequential``, a
-    ``Recipe`` or a recipe's name) at this batch size, under the current ``conv_algorithm``:
+    """What the fast backend runs for each convolution and each large dense layer of ``model``
+    (a ``Sequential``, a ``Recipe`` or a recipe's name) at this batch size, under the current
+    ``conv_algorithm``:
     a training step (fwd, then dw, and dx unless it is the first layer or
     ``every_input_grad``) or, with ``training=False``, a forward pass. Looking up never
     measures."""
@@ -516,6 +585,12 @@ def conv_plan(model, batch: int, dtype=np.float32, *, training: bool = True,
             if not first:
                 row(layer, "dx", key)
             row(layer, "dw", key)
+    for layer, key, first in dense_layers(model, batch, dtype):
+        first = first and not every_input_grad
+        for pass_ in ["fwd"] + (([] if first else ["dx"]) + ["dw"] if training else []):
+            got = measured(f"dense-{pass_}", key, first_use=False) if mode != "untuned" else None
+            choice = got or builtin(f"dense-{pass_}", key)
+            rows.append(PlanRow(layer.name or "dense", pass_, key, choice, "measured" if got else "built-in"))
     return rows
 
 
