@@ -109,7 +109,8 @@ def tune_first(log) -> None:
 
 def conv_plans() -> dict:
     """{recipe: {"train": plan, "eval": plan}}: the convolution algorithm and chunk (and the
-    product of each large dense layer) of every layer pass the fast backend runs in a training step and in a batch-1,000 evaluation
+    product of each large dense layer) of every layer pass the fast backend runs in a
+    training step and in a batch-1,000 evaluation
     (``kernels.tuning.conv_plan``), with where each choice came from."""
     from scratchnet.commands.tune import conv_recipes
     from scratchnet.kernels import tuning
@@ -127,7 +128,8 @@ def plan_markdown(plans: dict) -> str:
     if not plans:
         return ""
     lines = ["### Kernels the fast rows ran (`kernels.tuning.conv_plan`: each convolution's algorithm/chunk, "
-             "+ = dx and dw in one Winograd pass; each large dense layer's product)", "", "| recipe | training step | evaluation, batch 1,000 |",
+             "+ = dx and dw in one Winograd pass; each large dense layer's product)", "",
+             "| recipe | training step | evaluation, batch 1,000 |",
              "|---|---|---|"]
     lines += [f"| {name} | {p['train']} | {p['eval']} |" for name, p in plans.items()]
     return "\n".join(lines) + "\n"

@@ -132,8 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     parity = sub.add_parser("parity", help="compare scratchnet with TensorFlow, tensor by tensor")
     add_parity_arguments(parity)
 
-    tune = sub.add_parser("tune", help="time the convolution algorithms (and large dense products) of recipes on this machine; "
-                                       "cache and print the fastest per layer")
+    tune = sub.add_parser("tune", help="time the convolution algorithms (and large dense products) of recipes on "
+                                       "this machine; cache and print the fastest per layer")
     tune.add_argument("recipes", nargs="*", metavar="RECIPE",
                       help="recipes to tune, or all (default: every recipe with a convolution or a large dense layer)")
     tune.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="default float32")

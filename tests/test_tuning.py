@@ -175,7 +175,8 @@ def test_conv_plan_names_each_layer_and_pass():
     assert [(r.layer, r.pass_) for r in rows] == [("conv1", "fwd"), ("conv1", "dw"), ("conv2", "fwd"),
                                                   ("conv2", "dx"), ("conv2", "dw"),
                                                   ("fc1", "fwd"), ("fc1", "dx"), ("fc1", "dw")]
-    assert [str(r.choice) for r in rows] == ["wide", "wide", "winograd", "winograd", "winograd", "blas", "blas-t", "blas"]
+    assert [str(r.choice) for r in rows] == ["wide", "wide", "winograd", "winograd", "winograd",
+                                             "blas", "blas-t", "blas"]
     assert rows[3].joint and all(r.source == "built-in" for r in rows)
     assert [r.pass_ for r in tuning.conv_plan("conv3", 1000, training=False)] == ["fwd"] * 3
     assert tuning.plan_text(rows) == ("conv1 fwd wide, dw wide; conv2 fwd winograd, dx winograd+, dw winograd+; "
@@ -198,7 +199,8 @@ def test_every_dense_candidate_computes_the_product(dtype):
     want = {"dense-fwd": x @ w, "dense-dx": dy @ w.T, "dense-dw": x.T @ dy}
     for pass_, product in want.items():
         names = {c.algorithm for c in candidates(pass_, key)}
-        expected = {"blas"} | ({"blas-t"} if pass_ == "dense-dx" else set()) | ({"skinny"} if dtype == np.float32 else set())
+        expected = ({"blas"} | ({"blas-t"} if pass_ == "dense-dx" else set())
+                    | ({"skinny"} if dtype == np.float32 else set()))
         assert names == (expected if len(expected) > 1 else set()), pass_  # float64 fwd, dw: only blas
         for choice in candidates(pass_, key):
             close(runner(pass_, choice, key, arrays)(), product, dtype, f"{pass_} {choice}")

@@ -102,5 +102,6 @@ def _row(recipe, width, layer, batch, pass_, key, st, tuning) -> str:
         rest = f" (+{len(ranked) - SHOWN} slower"
         rest += f"; built-in {builtin} {ms[builtin]:.2f})" if builtin in dict(ranked[SHOWN:]) else ")"
         shown += rest
-    return (f"{recipe:<{width}} {layer:<6} {batch:>5} {pass_.removeprefix('dense-'):<4} {_shape(key):<24} {chosen:<14} {best:8.2f} "
+    pass_ = pass_.removeprefix("dense-")
+    return (f"{recipe:<{width}} {layer:<6} {batch:>5} {pass_:<4} {_shape(key):<24} {chosen:<14} {best:8.2f} "
             f"{vs:>11}  {shown}")

@@ -13,6 +13,10 @@ import numpy as np
 from ._runtime import njit, parallel
 
 _MIN_PER_THREAD = 1 << 16  # below ~64K elements a second thread costs more than it saves
+# Below this NumPy's own call is the faster one (200 floats: 1.05 µs against 2.3 µs for the
+# dispatch through ``parallel`` into Numba), with the same values: np.maximum also maps
+# -0.0 to +0.0 and keeps NaN. (A batch-1 forward pass of mlp5-bn has four such ReLUs.)
+_SMALL = 1 << 12
 
 
 # The loops run over slices from index 0: with ``range(a, b)`` Numba cannot prove the
@@ -39,7 +43,7 @@ def _relu_grad(dy, x, dx, a, b):
 
 def relu_forward(x):
     """y = max(x, 0); the cache is x."""
-    if not x.flags.c_contiguous:
+    if not x.flags.c_contiguous or x.size < _SMALL:
         return np.maximum(x, 0), x
     y = np.empty_like(x)
     xf, yf = x.reshape(-1), y.reshape(-1)
@@ -49,7 +53,7 @@ def relu_forward(x):
 
 def relu(x, out=None):
     """y = max(x, 0) alone (inference), into ``out`` if given (may be x itself)."""
-    if not x.flags.c_contiguous or (out is not None and not out.flags.c_contiguous):
+    if not x.flags.c_contiguous or (out is not None and not out.flags.c_contiguous) or x.size < _SMALL:
         return np.maximum(x, 0, out=out)
     y = np.empty_like(x) if out is None else out
     xf, yf = x.reshape(-1), y.reshape(-1)

@@ -60,10 +60,12 @@ def choose(pass_: str, m: int, w: np.ndarray) -> str:
 
 
 def forward_with(algorithm: str, x, w):
+    """y = x @ w by ``algorithm``."""
     return skinny.forward(x, w) if algorithm == "skinny" else np.matmul(x, w)
 
 
 def input_grad_with(algorithm: str, dy, w):
+    """dx = dy @ wᵀ by ``algorithm``."""
     if algorithm == "skinny":
         return skinny.input_grad(dy, w)
     if algorithm == "blas-t":
@@ -72,6 +74,7 @@ def input_grad_with(algorithm: str, dy, w):
 
 
 def weight_grad_with(algorithm: str, x, dy):
+    """dw = xᵀ @ dy by ``algorithm``."""
     return skinny.weight_grad(x, dy) if algorithm == "skinny" else np.matmul(x.T, dy)
 
 

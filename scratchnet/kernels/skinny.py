@@ -153,11 +153,13 @@ def _input_grad(dyf, wf, n, dxt, i0, i1):
             d = vload(dyf, 10 * n + j); a10 = vfmav(v, d, a10); b10 = vfmav(u, d, b10)  # noqa: E702
             d = vload(dyf, 11 * n + j); a11 = vfmav(v, d, a11); b11 = vfmav(u, d, b11)  # noqa: E702
         r = dxt[i]
-        r[0] = vsum(a0); r[1] = vsum(a1); r[2] = vsum(a2); r[3] = vsum(a3); r[4] = vsum(a4); r[5] = vsum(a5)  # noqa: E702
-        r[6] = vsum(a6); r[7] = vsum(a7); r[8] = vsum(a8); r[9] = vsum(a9); r[10] = vsum(a10); r[11] = vsum(a11)  # noqa: E702
+        r[0] = vsum(a0); r[1] = vsum(a1); r[2] = vsum(a2); r[3] = vsum(a3)  # noqa: E702
+        r[4] = vsum(a4); r[5] = vsum(a5); r[6] = vsum(a6); r[7] = vsum(a7)  # noqa: E702
+        r[8] = vsum(a8); r[9] = vsum(a9); r[10] = vsum(a10); r[11] = vsum(a11)  # noqa: E702
         r = dxt[i + 1]
-        r[0] = vsum(b0); r[1] = vsum(b1); r[2] = vsum(b2); r[3] = vsum(b3); r[4] = vsum(b4); r[5] = vsum(b5)  # noqa: E702
-        r[6] = vsum(b6); r[7] = vsum(b7); r[8] = vsum(b8); r[9] = vsum(b9); r[10] = vsum(b10); r[11] = vsum(b11)  # noqa: E702
+        r[0] = vsum(b0); r[1] = vsum(b1); r[2] = vsum(b2); r[3] = vsum(b3)  # noqa: E702
+        r[4] = vsum(b4); r[5] = vsum(b5); r[6] = vsum(b6); r[7] = vsum(b7)  # noqa: E702
+        r[8] = vsum(b8); r[9] = vsum(b9); r[10] = vsum(b10); r[11] = vsum(b11)  # noqa: E702
 
 
 def _rows12(a: np.ndarray) -> np.ndarray:
