@@ -16,13 +16,17 @@ conv2d_*                  chunked NHWC im2col (Numba, contiguous runs) + one-thr
 max_pool_*                one Numba pass writing max and uint8 argmax; backward writes dx once
                           when the windows tile the input, else scatters through the argmax;
                           ``max_pool`` (inference) the same pass without the argmax
-dense_*                   BLAS with transpose flags, bias added in place; big-weight dX as
-                          (w @ dyᵀ)ᵀ; ``dense_backward_params`` skips dX for a first layer
+dense_*                   BLAS with transpose flags, bias added in place; for a big weight,
+                          per shape the product measured fastest (or the built-in rule):
+                          dX as (w @ dyᵀ)ᵀ, or for 2-12 rows the register-blocked "skinny"
+                          products (``skinny.py``, float32); ``dense_backward_params``
+                          skips dX for a first layer
 lstm_*                    hoisted input GEMM, one 4-gate GEMM per step, fused pointwise,
                           post-loop weight-gradient GEMMs; ``lstm_infer`` runs L2-sized row
                           blocks through all steps keeping only the current c and h
-relu_*, relu              one-pass Numba, split over the worker threads (``relu``, inference:
-                          in place when the model says its input is scratch)
+relu_*, relu              one-pass Numba, split over the worker threads (NumPy's call for
+                          small inputs; ``relu``, inference: in place when the model says its
+                          input is scratch)
 moments, batchnorm_*      per-channel row sweeps (Numba, float64 accumulators, split over the
                           workers); the backward's compact formula in one reduction + one write
 softmax_cross_entropy     one pass per row (Numba)
