@@ -5,8 +5,8 @@ explicit 16-lane vector registers (``Vec16`` of ``blocked.py``).
 Why. OpenBLAS runs these shapes far below its peak: at M = 10 the forward product reaches
 45 GFLOPS on two threads (1.4 ms, against 0.15 ms for M = 1, where it only streams the
 12.8 MB weight once), because its kernels are built for tall panels of x. Here every
-product keeps all M rows of one side in registers and streams the big weight through
-them exactly once:
+product keeps the rows of the small side in registers (all 12 in dx and dw, 6 at a time
+in the forward product) and streams the big weight through them:
 
     forward   y  [M, N] = x @ w:    6 rows × 64 columns of y (24 registers) per block; w is
               first copied panel by panel (``PANEL`` rows, the worker's columns) into a
