@@ -48,8 +48,9 @@ tune``, or ``SCRATCHNET_TUNE=1`` at first use), else by the built-in rules above
 (``_builtin``). One forward and one filter-gradient candidate are never built-in rules:
 ``blocked`` (``blocked.py``), a direct convolution (and its filter gradient) in explicit
 16-lane float32 vector registers, which wins on the narrow layers where it is measured.
-Every candidate computes the same convolution (``tests/test_tuning.py``), rounded its own way: a measured chunk size also cuts dW's sum into other parts. Where
-results must round the same on every machine, "untuned" keeps the built-in choices.
+Every candidate computes the same convolution (``tests/test_tuning.py``), rounded its own
+way: a measured chunk size also cuts dW's sum into other parts. Where results must round
+the same on every machine, "untuned" keeps the built-in choices.
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ def choose(pass_: str, m: int, w: np.ndarray) -> str:
     """What ``pass_`` runs for a batch of ``m`` rows against ``w``."""
     if w.size < BIG_WEIGHT:
         return "blas"
-    algorithm = tuning.dense_choice(pass_, tuning.dense_key(m, w.shape, w.dtype))
+    algorithm = tuning.dense_choice(pass_, tuning.dense_key(m, w.shape, w.dtype))[0].algorithm
     return algorithm if algorithm != "skinny" or w.flags.c_contiguous else "blas"
 
 

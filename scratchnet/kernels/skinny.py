@@ -108,12 +108,18 @@ def _forward(xt, wf, n, y, j0, j1, pack, panel):
                 _block6(xt, g, pack, base, k0, k1, y, j0 + 64 * b)
 
 
+def _transposed(x: np.ndarray, rows: int) -> np.ndarray:
+    """xᵀ [K, rows] float32, C-contiguous, for x [M, K]: columns past M are zero."""
+    xt = np.zeros((x.shape[1], rows), np.float32)
+    xt[:, :x.shape[0]] = x.T
+    return xt
+
+
 def forward(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     """y [M, N] = x [M, K] @ w [K, N] (``fits``; w C-contiguous)."""
-    m, (k, n) = x.shape[0], w.shape
+    m, n = x.shape[0], w.shape[1]
     rows = -(-m // 6) * 6
-    xt = np.zeros((k, rows), np.float32)
-    xt[:, :m] = x.T
+    xt = _transposed(x, rows)
     y = np.zeros((rows, n), np.float32)
     wf = w.reshape(-1)
 
@@ -218,9 +224,8 @@ def _weight_grad(xt, dyf, n, dwf, j0, j1):
 
 def weight_grad(x: np.ndarray, dy: np.ndarray) -> np.ndarray:
     """dw [K, N] = x [M, K]ᵀ @ dy [M, N] (``fits``)."""
-    (m, k), n = x.shape, dy.shape[1]
-    xt = np.zeros((k, ROWS), np.float32)
-    xt[:, :m] = x.T
+    k, n = x.shape[1], dy.shape[1]
+    xt = _transposed(x, ROWS)
     dyf = _rows12(dy).reshape(-1)
     dw = np.empty((k, n), np.float32)
     dwf = dw.reshape(-1)

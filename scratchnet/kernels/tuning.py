@@ -291,6 +291,7 @@ def _valid_entry(pass_: str, entry) -> dict | None:
     from .dense import ALGORITHMS as DENSE
     if not isinstance(entry, dict) or not isinstance(entry.get("ms"), dict):
         return None
+    known = {**ALGORITHMS, **DENSE}.get(pass_, ())
     ms = {}
     for name, t in entry["ms"].items():
         if not isinstance(t, (int, float)) or isinstance(t, bool) or not math.isfinite(t) or t < 0:
@@ -299,7 +300,7 @@ def _valid_entry(pass_: str, entry) -> dict | None:
             choice = Choice.parse(name)
         except ValueError:
             return None
-        if choice.algorithm in {**ALGORITHMS, **DENSE}.get(pass_, ()) and (choice.chunk is None or choice.chunk > 0):
+        if choice.algorithm in known and (choice.chunk is None or choice.chunk > 0):
             ms[str(choice)] = float(t)
     return {**entry, "ms": ms}
 
@@ -476,9 +477,10 @@ def measured(pass_: str, key: tuple, *, winograd: bool = True, first_use: bool |
     return choice
 
 
-def dense_choice(pass_: str, key: tuple, *, first_use: bool | None = None) -> str:
-    """The algorithm a dense layer's ``pass_`` runs for ``key``: measured (unless the
-    convolutions' mode is "untuned", which keeps every built-in rule) or built-in."""
+def dense_choice(pass_: str, key: tuple, *, first_use: bool | None = None) -> tuple[Choice, str]:
+    """What a dense layer's ``pass_`` runs for ``key`` and where that comes from: measured
+    ("measured", unless the convolutions' mode is "untuned", which keeps every built-in
+    rule) or "built-in"."""
     from . import conv
     st = store()
     first_use = TUNE_AT_FIRST_USE if first_use is None else first_use
@@ -486,7 +488,7 @@ def dense_choice(pass_: str, key: tuple, *, first_use: bool | None = None) -> st
     memo = ("choice", pass_, key, untuned, first_use)
     if memo not in st.memo:
         got = None if untuned else measured(pass_, key, first_use=first_use)
-        st.memo[memo] = (got or builtin(pass_, key)).algorithm
+        st.memo[memo] = (got, "measured") if got else (builtin(pass_, key), "built-in")
     return st.memo[memo]
 
 
@@ -588,9 +590,8 @@ def conv_plan(model, batch: int, dtype=np.float32, *, training: bool = True,
     for layer, key, first in dense_layers(model, batch, dtype):
         first = first and not every_input_grad
         for pass_ in ["fwd"] + (([] if first else ["dx"]) + ["dw"] if training else []):
-            got = measured(f"dense-{pass_}", key, first_use=False) if mode != "untuned" else None
-            choice = got or builtin(f"dense-{pass_}", key)
-            rows.append(PlanRow(layer.name or "dense", pass_, key, choice, "measured" if got else "built-in"))
+            choice, source = dense_choice(f"dense-{pass_}", key, first_use=False)
+            rows.append(PlanRow(layer.name or "dense", pass_, key, choice, source))
     return rows
 
 
