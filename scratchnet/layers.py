@@ -61,6 +61,12 @@ class Layer:
     def _infer(self, x, overwrite_input):
         return self._forward(x, False)[0]
 
+    def infer_fused(self, x: np.ndarray, following: list, *, overwrite_input: bool = False):
+        """``(y, k)``: ``infer`` run through this layer and the k - 1 ``following`` layers
+        that it takes into its own op (``Sequential.infer`` then skips them). Here k = 1:
+        this layer alone."""
+        return self.infer(x, overwrite_input=overwrite_input), 1
+
     def backward(self, dy: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
         """Fill ``grads`` and return dL/dx; with ``input_grad=False`` (the first layer of a
         training step: nothing consumes dL/dx) return None and skip computing it where
@@ -173,6 +179,26 @@ class Conv2D(_Biased):
 
     def _forward(self, x, training):
         return self.op("conv2d_forward")(x, self.params["w"], self._bias(), self.stride, self.padding)
+
+    def infer_fused(self, x, following, *, overwrite_input=False):
+        """A ReLU right after, and a MaxPool2D after that, on the same backend, run inside
+        the convolution's op (``conv2d_infer``), which can apply them as it writes y."""
+        take = []
+        for kind in (ReLU, MaxPool2D):
+            if len(following) > len(take) and type(following[len(take)]) is kind \
+                    and following[len(take)].backend == self.backend:
+                take.append(following[len(take)])
+            else:
+                break
+        if not take:
+            return super().infer_fused(x, following, overwrite_input=overwrite_input)
+        self._check_input(x)
+        for layer in (self, *take):
+            layer._cache = None
+        pool = (take[1].pool_size, take[1].stride, take[1].padding) if len(take) == 2 else None
+        y = self.op("conv2d_infer")(x, self.params["w"], self._bias(), self.stride, self.padding,
+                                    relu=True, pool=pool)
+        return y, 1 + len(take)
 
     def _backward(self, dy, cache):
         dx, dw, db = self.op("conv2d_backward")(dy, cache)

@@ -49,11 +49,13 @@ class Sequential:
     def infer(self, x: np.ndarray) -> np.ndarray:
         """The value of ``forward(x)`` (evaluation mode) keeping nothing for a backward pass
         (``Layer.infer``): each layer's output is freed once the next has read it, and the
-        arrays the model made itself are reused in place by ReLU and BatchNorm. What every
-        evaluation and prediction runs."""
-        h = x
-        for layer in self.layers:
-            h = layer.infer(h, overwrite_input=not np.may_share_memory(h, x))
+        arrays the model made itself are reused in place by ReLU and BatchNorm, and a
+        convolution takes the ReLU and max-pool after it into its own op
+        (``Layer.infer_fused``). What every evaluation and prediction runs."""
+        h, k = x, 0
+        while k < len(self.layers):
+            h, ran = self.layers[k].infer_fused(h, self.layers[k + 1:], overwrite_input=not np.may_share_memory(h, x))
+            k += ran
         return h
 
     def backward(self, dy: np.ndarray, input_grad: bool = True) -> np.ndarray | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scratchnet import BatchNorm, Dropout, ReLU, Sequential, backend
+from scratchnet import BatchNorm, Conv2D, Dropout, MaxPool2D, ReLU, Sequential, backend
 from scratchnet import kernels as fast
 from scratchnet import ops as ref
 from scratchnet.data import load_mnist
@@ -106,3 +106,18 @@ def test_lstm_inference_op(dtype, n):
     tol = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(fast.lstm_infer(x, kernel, bias, 1.0), reference, rtol=tol, atol=tol)
     np.testing.assert_array_equal(ref.lstm_infer(x, kernel, bias, 1.0, all_steps=False), reference[:, -1])
+
+
+def test_a_convolution_takes_the_relu_and_max_pool_after_it_into_its_op(monkeypatch):
+    """``Sequential.infer`` hands Conv2D → ReLU (→ MaxPool2D) to one ``conv2d_infer`` call
+    when they share a backend, runs them one by one otherwise, and drops every cache."""
+    calls = []
+    fused = fast.conv2d_infer
+    monkeypatch.setattr(fast, "conv2d_infer", lambda *a, **k: calls.append((k["relu"], k["pool"])) or fused(*a, **k))
+    model = Sequential([Conv2D(3, 1, 4), ReLU(), MaxPool2D(2), Conv2D(3, 4, 4), ReLU(backend="reference"),
+                        Conv2D(3, 4, 2, stride=2), ReLU(), MaxPool2D(3, 2, "VALID")], seed=0)
+    x = np.random.default_rng(3).normal(size=(2, 12, 12, 1)).astype(np.float32)
+    expected = model.forward(x)
+    np.testing.assert_array_equal(model.infer(x), expected)
+    assert calls == [(True, ((2, 2), (2, 2), "SAME")), (True, ((3, 3), (2, 2), "VALID"))]
+    assert all(layer._cache is None for layer in model.layers)

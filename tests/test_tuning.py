@@ -366,3 +366,38 @@ def test_the_register_blocked_kernels_never_read_stale_scratch(monkeypatch):
         for pass_ in ("fwd", "dw"):
             for choice in (Choice("blocked"), Choice("blocked", 1), Choice("blocked", 116)):
                 close(runner(pass_, choice, key, arrays)(), want[pass_][0], np.float32, f"{pass_} {choice}")
+
+
+@pytest.mark.parametrize("case", [(3, 28, 28, 1, 5, 5, 32, 1, "SAME"), (2, 28, 28, 1, 6, 6, 24, 1, "SAME"),
+                                  (3, 28, 28, 1, 6, 6, 6, 1, "SAME"), (2, 12, 10, 3, 3, 3, 17, 1, "VALID"),
+                                  (3, 14, 14, 12, 4, 4, 24, 2, "SAME"), (2, 9, 7, 4, 2, 5, 16, 1, "SAME")],
+                         ids=lambda c: f"{c[1]}x{c[2]}x{c[3]}-{c[4]}x{c[5]}to{c[6]}-s{c[7]}")
+@pytest.mark.parametrize("forward", ["blocked", "built-in"])
+def test_the_fused_inference_op_equals_its_three_ops(empty_store, monkeypatch, case, forward):
+    """``conv2d_infer`` (conv + bias, ReLU, max-pool as one op) gives the fast backend's
+    three ops' values bit for bit, and the reference's within float32's bound: fused into
+    the blocked forward's write of y (even outputs: the pool too; odd ones, e.g. 7 × 7 or
+    12 × 10 VALID → 10 × 8, pool after it) or run after another algorithm. Every scratch
+    buffer is NaN-filled first, so a read of stale rows or pixels would show."""
+    from scratchnet.kernels import _runtime, blocked
+
+    def stale(slot, shape, dtype):
+        buf = _runtime.scratch(slot, shape, dtype)
+        buf[...] = np.nan
+        return buf
+
+    monkeypatch.setattr(blocked, "scratch", stale)
+    key, (x, w, b, _, _), _ = setup(case, np.float32)
+    if forward == "blocked":
+        fake_entry(empty_store, "fwd", key, "blocked/1")
+    assert (conv.choose("fwd", key).algorithm == "blocked") is (forward == "blocked")
+    stride, padding = case[7], case[8]
+    y = fast.conv2d_forward(x, w, b, stride, padding)[0]
+    for relu in (False, True):
+        for pool in (None, ((2, 2), (2, 2), "SAME"), ((3, 3), (2, 2), "VALID")):
+            want = fast.relu(y) if relu else y
+            want = fast.max_pool(want, *pool) if pool else want
+            got = fast.conv2d_infer(x, w, b, stride, padding, relu=relu, pool=pool)
+            np.testing.assert_array_equal(got, want, err_msg=f"relu={relu} pool={pool}")
+            close(got, ref.conv2d_infer(x, w, b, stride, padding, relu=relu, pool=pool), np.float32,
+                  f"relu={relu} pool={pool} against the reference")

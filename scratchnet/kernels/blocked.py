@@ -107,6 +107,23 @@ def vfmav(typingctx, a, b, c):
 
 
 @intrinsic
+def vadd(typingctx, a, b):
+    """a + b lane by lane."""
+    def codegen(context, builder, sig, args):
+        return builder.fadd(*args)
+    return vec16(vec16, vec16), codegen
+
+
+@intrinsic
+def vrelu(typingctx, v):
+    """0 where v <= 0, else v (-0.0 -> +0.0, NaN stays NaN, like ``activations._relu``)."""
+    def codegen(context, builder, sig, args):
+        zero = ir.Constant(_VT, None)
+        return builder.select(builder.fcmp_ordered("<=", args[0], zero), zero, args[0])
+    return vec16(vec16), codegen
+
+
+@intrinsic
 def vsum(typingctx, v):
     """The sum of the 16 lanes, as a tree of pairwise adds in a fixed order."""
     def codegen(context, builder, sig, args):
@@ -147,18 +164,84 @@ def _blocks(planes, offsets, w4, out, count, length):
                 vstore(r3, t0, a30); vstore(r3, t0 + 16, a31); vstore(r3, t0 + 32, a32); vstore(r3, t0 + 48, a33)  # noqa: E702
 
 
+@intrinsic
+def vtranspose16(typingctx, src, start, stride, dst):
+    """dst[16·p + r] = src[start + r·stride + p] for r, p < 16: a 16 × 16 tile of a flat
+    float32 array transposed in registers into the 256 floats of ``dst``. Four rounds of
+    two-source shuffles: round d (8, 4, 2, 1) swaps, in every 2d × 2d block, the two
+    off-diagonal d × d blocks, which leaves the whole tile transposed."""
+    def codegen(context, builder, sig, args):
+        a, a0, step, b = args
+        i64 = ir.IntType(64)
+        a0, step = (context.cast(builder, v, t, types.int64) for v, t in zip((a0, step), sig.args[1:3]))
+        rows = [builder.load(_address(context, builder, sig.args[0], a,
+                                      builder.add(a0, builder.mul(step, ir.Constant(i64, r)))), align=4)
+                for r in range(LANES)]
+        d = LANES // 2
+        while d:
+            low = [l if l & d == 0 else LANES + l - d for l in range(LANES)]
+            high = [l + d if l & d == 0 else LANES + l for l in range(LANES)]
+            for r in range(LANES):
+                if r & d == 0:
+                    x, y = rows[r], rows[r + d]
+                    rows[r] = builder.shuffle_vector(x, y, ir.Constant(ir.VectorType(ir.IntType(32), LANES), low))
+                    rows[r + d] = builder.shuffle_vector(x, y, ir.Constant(ir.VectorType(ir.IntType(32), LANES), high))
+            d //= 2
+        for r in range(LANES):
+            builder.store(rows[r], _address(context, builder, sig.args[3], b, ir.Constant(i64, LANES * r)), align=4)
+        return context.get_dummy_value()
+    return types.none(src, start, stride, dst), codegen
+
+
 @njit
-def _to_nhwc(out, y, n0, count, wh, bias):
-    """y[n0 + m, i, j, f] = out[m, f, i·Wh + j] + bias[f] for j < Wo (drops the garbage)."""
+def _to_nhwc(out, y, n0, count, wh, bias, relu):
+    """y[n0 + m, i, j, f] = out[m, f, i·Wh + j] + bias[f] for j < Wo (drops the garbage),
+    then max(·, 0) if ``relu``. Each whole group of 16 channels goes 16 pixels at a time
+    through a register transpose (``vtranspose16``), the channels past the last group one
+    by one."""
     ho, wo, f_ = y.shape[1], y.shape[2], y.shape[3]
+    rows, length = out.shape[1], out.shape[2]
+    src, dst = out.reshape(-1), y.reshape(-1)
+    tile = np.empty(LANES * LANES, np.float32)
+    pixels, whole = ho * wh, f_ - f_ % LANES
+    zero = np.float32(0)
     for m in range(count):
+        for f0 in range(0, whole, LANES):
+            b = vload(bias, f0)
+            i = j = 0  # of the tile's first pixel
+            for t0 in range(0, pixels, LANES):
+                vtranspose16(src, (m * rows + f0) * length + t0, length, tile)
+                for p in range(min(LANES, pixels - t0)):
+                    if j < wo:
+                        v = vadd(vload(tile, LANES * p), b)
+                        vstore(dst, (((n0 + m) * ho + i) * wo + j) * f_ + f0, vrelu(v) if relu else v)
+                    j += 1
+                    if j == wh:
+                        i, j = i + 1, 0
         for i in range(ho):
-            dst = y[n0 + m, i]
-            for f in range(f_):
-                src = out[m, f]
-                bf = bias[f]
+            row = y[n0 + m, i]
+            for f in range(whole, f_):
+                plane, bf = out[m, f], bias[f]
                 for j in range(wo):
-                    dst[j, f] = src[i * wh + j] + bf
+                    v = plane[i * wh + j] + bf
+                    row[j, f] = (zero if v <= zero else v) if relu else v
+
+
+@njit
+def _pool2(out, pooled, count, f_, wh, ho2, wo2):
+    """pooled[m, f, i·Wo2 + j] (f < F) = the max of out[m, f, (2i + a)·Wh + 2j + b] over the 2 × 2
+    window, in row-major order with a strict >, as ``pool._pool_forward`` scans it."""
+    for m in range(count):
+        for f in range(f_):
+            src, dst = out[m, f], pooled[m, f]
+            for i in range(ho2):
+                r0, r1 = 2 * i * wh, (2 * i + 1) * wh
+                for j in range(wo2):
+                    v = src[r0 + 2 * j]
+                    for u in (src[r0 + 2 * j + 1], src[r1 + 2 * j], src[r1 + 2 * j + 1]):
+                        if u > v:
+                            v = u
+                    dst[i * wo2 + j] = v
 
 
 TARGET_BYTES = 1 << 19  # planes + outputs of one chunk of images: ~512 KB, L2-resident
@@ -195,9 +278,19 @@ def _tap_offsets(c, kh, kw, s, hh1, wh):
                      for p in range(kh) for q in range(kw) for ch in range(c)], np.int64)
 
 
-def blocked_forward(x, w, b, stride, pads, out_hw):
+def pool_fusable(pool, out_hw) -> bool:
+    """Whether ``blocked_forward`` can take the max-pool ``pool`` = (ksize, stride, padding)
+    after it: 2 × 2 windows, stride 2, an even output (so no padding either way)."""
+    (kh, kw), (sh, sw), _ = pool
+    return (kh, kw) == (sh, sw) == (2, 2) and out_hw[0] % 2 == 0 and out_hw[1] % 2 == 0
+
+
+def blocked_forward(x, w, b, stride, pads, out_hw, *, relu=False, pool=False):
     """y [N, Ho, Wo, F] = conv(x, w) + b, float32, by register blocks (see the module
-    docstring); each worker takes whole images, a chunk of them at a time."""
+    docstring); each worker takes whole images, a chunk of them at a time. Inference can
+    fuse what follows into the write of y: ``relu`` max(y, 0), ``pool`` a 2 × 2 max-pool of
+    stride 2 (``pool_fusable``; y is then [N, Ho/2, Wo/2, F]), taken before the bias and
+    the ReLU, which both commute with the max (rounding is monotone)."""
     from .conv import _phase_planes
 
     n, _, _, c = x.shape
@@ -211,17 +304,23 @@ def blocked_forward(x, w, b, stride, pads, out_hw):
     w2[:, :f] = w.reshape(-1, f)
     w4 = np.ascontiguousarray(w2.reshape(-1, f4, 4).transpose(1, 0, 2))  # [F/4, K, 4]
     bias = np.zeros(f, np.float32) if b is None else np.ascontiguousarray(b, np.float32)
-    y = np.empty((n, ho, wo, f), np.float32)
+    ho2, wo2 = ho // 2, wo // 2
+    y = np.empty((n, ho2, wo2, f) if pool else (n, ho, wo, f), np.float32)
     per = images_per_chunk(g)
 
     def work(a, e):
         planes = scratch("blocked_planes", (per, g.row), np.float32)
         out = scratch("blocked_out", (per, 4 * f4, length), np.float32)
+        pooled = scratch("blocked_pooled", (per, f, -(-ho2 * wo2 // LANES) * LANES), np.float32) if pool else None
         for s0 in range(a, e, per):
             m = min(per, e - s0)
             _phase_planes(x[s0:s0 + m], planes[:m, :per_image].reshape(m, s, s, c, hh1, wh), pt, pl)
             _blocks(planes, offsets, w4, out, m, length)
-            _to_nhwc(out, y, s0, m, wh, bias)
+            if pool:
+                _pool2(out, pooled, m, f, wh, ho2, wo2)
+                _to_nhwc(pooled, y, s0, m, wo2, bias, relu)
+            else:
+                _to_nhwc(out, y, s0, m, wh, bias, relu)
 
     parallel(work, n)
     return y
