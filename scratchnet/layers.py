@@ -126,6 +126,35 @@ class _Biased(Layer):
     def _grads(self, dw, db):
         return {"w": dw, "b": db} if self._zero_bias is None else {"w": dw}
 
+    # Inference through the layers after this one, in one op (``ops.fused``): a subclass
+    # names the op, its own arguments, and the kinds of layer the op can take, in order.
+    fused_op, fusable = "", ()
+
+    def _op_args(self) -> tuple:
+        return ()
+
+    def infer_fused(self, x, following, *, overwrite_input=False):
+        """A BatchNorm, a ReLU and a MaxPool2D right after (each optional, in ``fusable``'s
+        order, on this layer's backend) run inside this layer's op, which can apply them as
+        it writes y."""
+        take = []
+        for kind in self.fusable:
+            nxt = following[len(take)] if len(take) < len(following) else None
+            if type(nxt) is kind and nxt.backend == self.backend \
+                    and getattr(nxt, "features", self.out_features) == self.out_features:
+                take.append(nxt)
+        if not take:
+            return super().infer_fused(x, following, overwrite_input=overwrite_input)
+        self._check_input(x)
+        for layer in (self, *take):
+            layer._cache = None
+        kinds = {type(l): l for l in take}
+        bn, pool = kinds.get(BatchNorm), kinds.get(MaxPool2D)
+        extra = {"pool": (pool.pool_size, pool.stride, pool.padding) if pool else None} if MaxPool2D in self.fusable else {}
+        y = self.op(self.fused_op)(x, *self._op_args(), bn=bn.inference_args(x.dtype) if bn else None,
+                                   relu=ReLU in kinds, **extra)
+        return y, 1 + len(take)
+
 
 class Dense(_Biased):
     """y = x @ w + b.   x [N, In] -> y [N, Out];  w [In, Out], b [Out] (``b_init=None``: no b)."""
@@ -143,6 +172,15 @@ class Dense(_Biased):
 
     def _forward(self, x, training):
         return self.op("dense_forward")(x, self.params["w"], self._bias())
+
+    fused_op = "dense_infer"
+
+    @property
+    def fusable(self):
+        return (BatchNorm, ReLU)
+
+    def _op_args(self):
+        return self.params["w"], self._bias()
 
     def _backward(self, dy, cache):
         dx, dw, db = self.op("dense_backward")(dy, cache)
@@ -180,25 +218,14 @@ class Conv2D(_Biased):
     def _forward(self, x, training):
         return self.op("conv2d_forward")(x, self.params["w"], self._bias(), self.stride, self.padding)
 
-    def infer_fused(self, x, following, *, overwrite_input=False):
-        """A ReLU right after, and a MaxPool2D after that, on the same backend, run inside
-        the convolution's op (``conv2d_infer``), which can apply them as it writes y."""
-        take = []
-        for kind in (ReLU, MaxPool2D):
-            if len(following) > len(take) and type(following[len(take)]) is kind \
-                    and following[len(take)].backend == self.backend:
-                take.append(following[len(take)])
-            else:
-                break
-        if not take:
-            return super().infer_fused(x, following, overwrite_input=overwrite_input)
-        self._check_input(x)
-        for layer in (self, *take):
-            layer._cache = None
-        pool = (take[1].pool_size, take[1].stride, take[1].padding) if len(take) == 2 else None
-        y = self.op("conv2d_infer")(x, self.params["w"], self._bias(), self.stride, self.padding,
-                                    relu=True, pool=pool)
-        return y, 1 + len(take)
+    fused_op = "conv2d_infer"
+
+    @property
+    def fusable(self):
+        return (BatchNorm, ReLU, MaxPool2D)
+
+    def _op_args(self):
+        return self.params["w"], self._bias(), self.stride, self.padding
 
     def _backward(self, dy, cache):
         dx, dw, db = self.op("conv2d_backward")(dy, cache)
@@ -254,10 +281,13 @@ class BatchNorm(Layer):
         return self.op("batchnorm_forward")(x, mean, var, self.params.get("offset"), self.params.get("scale"),
                                             self.eps, training)
 
+    def inference_args(self, dtype) -> tuple:
+        """(mean, variance, offset, scale, eps) of ``batchnorm`` in evaluation mode."""
+        mean, var = self.moving_mean.astype(dtype, copy=False), self.moving_variance.astype(dtype, copy=False)
+        return mean, var, self.params.get("offset"), self.params.get("scale"), self.eps
+
     def _infer(self, x, overwrite_input):
-        mean, var = self.moving_mean.astype(x.dtype, copy=False), self.moving_variance.astype(x.dtype, copy=False)
-        return self.op("batchnorm")(x, mean, var, self.params.get("offset"), self.params.get("scale"), self.eps,
-                                    out=x if overwrite_input else None)
+        return self.op("batchnorm")(x, *self.inference_args(x.dtype), out=x if overwrite_input else None)
 
     def _backward(self, dy, cache):
         dx, doffset, dscale = self.op("batchnorm_backward")(dy, cache)

@@ -54,7 +54,10 @@ class Sequential:
         (``Layer.infer_fused``). What every evaluation and prediction runs."""
         h, k = x, 0
         while k < len(self.layers):
-            h, ran = self.layers[k].infer_fused(h, self.layers[k + 1:], overwrite_input=not np.may_share_memory(h, x))
+            # h is scratch unless it is x or a view of it (a Flatten, an identity Dropout);
+            # a fresh array has no base, which spares the 0.4 µs of may_share_memory
+            mine = h is not x and (h.base is None or not np.may_share_memory(h, x))
+            h, ran = self.layers[k].infer_fused(h, self.layers[k + 1:], overwrite_input=mine)
             k += ran
         return h
 

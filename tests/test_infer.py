@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scratchnet import BatchNorm, Conv2D, Dropout, MaxPool2D, ReLU, Sequential, backend
+from scratchnet import BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Sequential, backend
 from scratchnet import kernels as fast
 from scratchnet import ops as ref
 from scratchnet.data import load_mnist
@@ -108,16 +108,24 @@ def test_lstm_inference_op(dtype, n):
     np.testing.assert_array_equal(ref.lstm_infer(x, kernel, bias, 1.0, all_steps=False), reference[:, -1])
 
 
-def test_a_convolution_takes_the_relu_and_max_pool_after_it_into_its_op(monkeypatch):
-    """``Sequential.infer`` hands Conv2D → ReLU (→ MaxPool2D) to one ``conv2d_infer`` call
-    when they share a backend, runs them one by one otherwise, and drops every cache."""
+def test_a_layer_takes_the_batchnorm_relu_and_max_pool_after_it_into_its_op(monkeypatch):
+    """``Sequential.infer`` hands Conv2D → BatchNorm → ReLU → MaxPool2D (each after the
+    first optional, in that order) and Dense → BatchNorm → ReLU to one ``conv2d_infer`` /
+    ``dense_infer`` call when they share a backend, runs them one by one otherwise, gives
+    ``forward``'s values and drops every cache."""
     calls = []
-    fused = fast.conv2d_infer
-    monkeypatch.setattr(fast, "conv2d_infer", lambda *a, **k: calls.append((k["relu"], k["pool"])) or fused(*a, **k))
+    for name in ("conv2d_infer", "dense_infer"):
+        monkeypatch.setattr(fast, name, lambda *a, _op=getattr(fast, name), _name=name, **k: calls.append(
+            (_name, k["bn"] is not None, k["relu"], k.get("pool"))) or _op(*a, **k))
     model = Sequential([Conv2D(3, 1, 4), ReLU(), MaxPool2D(2), Conv2D(3, 4, 4), ReLU(backend="reference"),
-                        Conv2D(3, 4, 2, stride=2), ReLU(), MaxPool2D(3, 2, "VALID")], seed=0)
+                        Conv2D(3, 4, 6), BatchNorm(6), MaxPool2D(3, 2, "VALID"), Flatten(), Dense(24, 5),
+                        BatchNorm(5), ReLU(), Dense(5, 3)], seed=0)
+    for layer in (model.layers[6], model.layers[10]):
+        layer.moving_variance[:] = np.linspace(0.5, 2, layer.features)
     x = np.random.default_rng(3).normal(size=(2, 12, 12, 1)).astype(np.float32)
     expected = model.forward(x)
     np.testing.assert_array_equal(model.infer(x), expected)
-    assert calls == [(True, ((2, 2), (2, 2), "SAME")), (True, ((3, 3), (2, 2), "VALID"))]
+    assert calls == [("conv2d_infer", False, True, ((2, 2), (2, 2), "SAME")),
+                     ("conv2d_infer", True, False, ((3, 3), (2, 2), "VALID")),
+                     ("dense_infer", True, True, None)]
     assert all(layer._cache is None for layer in model.layers)

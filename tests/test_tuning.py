@@ -373,12 +373,13 @@ def test_the_register_blocked_kernels_never_read_stale_scratch(monkeypatch):
                                   (3, 14, 14, 12, 4, 4, 24, 2, "SAME"), (2, 9, 7, 4, 2, 5, 16, 1, "SAME")],
                          ids=lambda c: f"{c[1]}x{c[2]}x{c[3]}-{c[4]}x{c[5]}to{c[6]}-s{c[7]}")
 @pytest.mark.parametrize("forward", ["blocked", "built-in"])
-def test_the_fused_inference_op_equals_its_three_ops(empty_store, monkeypatch, case, forward):
-    """``conv2d_infer`` (conv + bias, ReLU, max-pool as one op) gives the fast backend's
-    three ops' values bit for bit, and the reference's within float32's bound: fused into
-    the blocked forward's write of y (even outputs: the pool too; odd ones, e.g. 7 × 7 or
-    12 × 10 VALID → 10 × 8, pool after it) or run after another algorithm. Every scratch
-    buffer is NaN-filled first, so a read of stale rows or pixels would show."""
+def test_the_fused_inference_op_equals_its_ops_one_by_one(empty_store, monkeypatch, case, forward):
+    """``conv2d_infer`` (conv + bias, batch normalisation, ReLU, max-pool as one op) gives
+    the fast backend's ops' values bit for bit, and the reference's within float32's bound:
+    fused into the blocked forward's write of y (the pool too for even outputs without a
+    normalisation; odd ones, e.g. 7 × 7 or 12 × 10 VALID → 10 × 8, pool after it) or run
+    after another algorithm. Every scratch buffer is NaN-filled first, so a read of stale
+    rows or pixels would show."""
     from scratchnet.kernels import _runtime, blocked
 
     def stale(slot, shape, dtype):
@@ -391,13 +392,18 @@ def test_the_fused_inference_op_equals_its_three_ops(empty_store, monkeypatch, c
     if forward == "blocked":
         fake_entry(empty_store, "fwd", key, "blocked/1")
     assert (conv.choose("fwd", key).algorithm == "blocked") is (forward == "blocked")
-    stride, padding = case[7], case[8]
+    stride, padding, f = case[7], case[8], case[6]
+    rng = np.random.default_rng(5)
+    stats = rng.normal(0, 0.5, f).astype(np.float32), rng.uniform(0.5, 2, f).astype(np.float32)
     y = fast.conv2d_forward(x, w, b, stride, padding)[0]
-    for relu in (False, True):
-        for pool in (None, ((2, 2), (2, 2), "SAME"), ((3, 3), (2, 2), "VALID")):
-            want = fast.relu(y) if relu else y
-            want = fast.max_pool(want, *pool) if pool else want
-            got = fast.conv2d_infer(x, w, b, stride, padding, relu=relu, pool=pool)
-            np.testing.assert_array_equal(got, want, err_msg=f"relu={relu} pool={pool}")
-            close(got, ref.conv2d_infer(x, w, b, stride, padding, relu=relu, pool=pool), np.float32,
-                  f"relu={relu} pool={pool} against the reference")
+    for bn in (None, (*stats, rand(rng, (f,), np.float32), rand(rng, (f,), np.float32), 1e-3), (*stats, None, None, 1e-5)):
+        for relu in (False, True):
+            for pool in (None, ((2, 2), (2, 2), "SAME"), ((3, 3), (2, 2), "VALID")):
+                want = fast.batchnorm(y, *bn) if bn else y
+                want = fast.relu(want) if relu else want
+                want = fast.max_pool(want, *pool) if pool else want
+                got = fast.conv2d_infer(x, w, b, stride, padding, bn=bn, relu=relu, pool=pool)
+                what = f"bn={bn is not None and len(bn)} relu={relu} pool={pool}"
+                np.testing.assert_array_equal(got, want, err_msg=what)
+                close(got, ref.conv2d_infer(x, w, b, stride, padding, bn=bn, relu=relu, pool=pool), np.float32,
+                      f"{what} against the reference")

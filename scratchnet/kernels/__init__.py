@@ -12,9 +12,10 @@ conv2d_*                  chunked NHWC im2col (Numba, contiguous runs) + one-thr
                           ``tuning`` has a measurement (``scratchnet tune``), including
                           a register-blocked direct forward and filter gradient in explicit
                           16-lane vectors (``blocked.py``, float32) where they measure fastest;
-                          ``conv2d_backward_params`` skips dX for a first layer;
-                          ``conv2d_infer`` (inference) applies a following ReLU and 2x2
-                          max-pool as the blocked forward writes its output
+                          ``conv2d_backward_params`` skips dX for a first layer
+conv2d_infer, dense_infer inference through the BatchNorm, ReLU and max-pool after the layer
+                          (``fused.py``): the blocked forward applies them as it writes y,
+                          the others in one sweep after it
 max_pool_*                one Numba pass writing max and uint8 argmax; backward writes dx once
                           when the windows tile the input, else scatters through the argmax;
                           ``max_pool`` (inference) the same pass without the argmax
@@ -47,8 +48,9 @@ from ..ops import (dropout_backward, dropout_forward, l2_loss, l2_penalty, log_s
 from ._runtime import CACHE_DIR, NUM_THREADS  # noqa: F401
 from .activations import relu, relu_backward, relu_forward  # noqa: F401
 from .batchnorm import batchnorm, batchnorm_backward, batchnorm_forward, moments  # noqa: F401
-from .conv import conv2d_backward, conv2d_backward_params, conv2d_forward, conv2d_infer, conv_algorithm  # noqa: F401
+from .conv import conv2d_backward, conv2d_backward_params, conv2d_forward, conv_algorithm  # noqa: F401
 from .dense import dense_backward, dense_backward_params, dense_forward  # noqa: F401
+from .fused import conv2d_infer, dense_infer  # noqa: F401
 from .losses import softmax_cross_entropy  # noqa: F401
 from .lstm import lstm_backward, lstm_forward, lstm_infer  # noqa: F401
 from .pool import max_pool, max_pool_backward, max_pool_forward  # noqa: F401
@@ -56,4 +58,4 @@ from .pool import max_pool, max_pool_backward, max_pool_forward  # noqa: F401
 FAST = ("conv2d_forward", "conv2d_backward", "conv2d_backward_params", "dense_backward_params", "max_pool_forward", "max_pool_backward",
         "dense_forward", "dense_backward", "lstm_forward", "lstm_backward",
         "relu_forward", "relu_backward", "softmax_cross_entropy",
-        "moments", "batchnorm_forward", "batchnorm_backward", "relu", "batchnorm", "max_pool", "lstm_infer", "conv2d_infer")
+        "moments", "batchnorm_forward", "batchnorm_backward", "relu", "batchnorm", "max_pool", "lstm_infer", "conv2d_infer", "dense_infer")

@@ -55,12 +55,14 @@ def _column_sums(x2, shift, power):
 
 
 @njit
-def _affine(x2, y2, p, q, a, b):
-    """y = x·p + q per channel."""
+def _affine(x2, y2, p, q, a, b, relu):
+    """y = x·p + q per channel; then max(y, 0) if ``relu`` (as ``activations._relu``)."""
+    zero = x2.dtype.type(0)
     for m in range(a, b):
         xr, yr = x2[m], y2[m]
         for c in range(xr.size):
-            yr[c] = xr[c] * p[c] + q[c]
+            v = xr[c] * p[c] + q[c]
+            yr[c] = (zero if v <= zero else v) if relu else v
 
 
 @njit
@@ -110,16 +112,22 @@ def moments(x: np.ndarray):
     return mean, _column_sums(x2, mean, 2) / m
 
 
-def _normalize(x, mean, var, offset, scale, eps, out=None):
-    """(y, x2, rstd, inv): y = x·inv + (offset − mean·inv), inv = rsqrt(var + eps)·scale,
-    as the reference; into ``out`` if given (may be x itself)."""
-    rstd = 1 / np.sqrt(var + x.dtype.type(eps))
+def scale_shift(mean, var, offset, scale, eps, dtype):
+    """(rstd, inv, shift) per channel: rstd = 1/sqrt(var + eps), inv = rstd·scale, shift =
+    offset − mean·inv, rounded as the reference rounds them."""
+    rstd = 1 / np.sqrt(var + dtype.type(eps))
     inv = rstd * scale if scale is not None else rstd
-    shift = offset - mean * inv if offset is not None else -mean * inv
+    return rstd, inv, (offset - mean * inv if offset is not None else -mean * inv)
+
+
+def _normalize(x, mean, var, offset, scale, eps, out=None, relu=False):
+    """(y, x2, rstd, inv): y = x·inv + (offset − mean·inv), inv = rsqrt(var + eps)·scale,
+    as the reference (then max(y, 0) if ``relu``); into ``out`` if given (may be x itself)."""
+    rstd, inv, shift = scale_shift(mean, var, offset, scale, eps, x.dtype)
     x2 = _rows(x)
     y = np.empty(x.shape, x.dtype) if out is None else out
     y2 = y.reshape(x2.shape)
-    parallel(lambda a, b: _affine(x2, y2, inv, shift, a, b), x2.shape[0], _MIN_ROWS)
+    parallel(lambda a, b: _affine(x2, y2, inv, shift, a, b, relu), x2.shape[0], _MIN_ROWS)
     return y, x2, rstd, inv
 
 

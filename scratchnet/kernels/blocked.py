@@ -115,6 +115,14 @@ def vadd(typingctx, a, b):
 
 
 @intrinsic
+def vmul(typingctx, a, b):
+    """a · b lane by lane."""
+    def codegen(context, builder, sig, args):
+        return builder.fmul(*args)
+    return vec16(vec16, vec16), codegen
+
+
+@intrinsic
 def vrelu(typingctx, v):
     """0 where v <= 0, else v (-0.0 -> +0.0, NaN stays NaN, like ``activations._relu``)."""
     def codegen(context, builder, sig, args):
@@ -194,26 +202,29 @@ def vtranspose16(typingctx, src, start, stride, dst):
 
 
 @njit
-def _to_nhwc(out, y, n0, count, wh, bias, relu):
-    """y[n0 + m, i, j, f] = out[m, f, i·Wh + j] + bias[f] for j < Wo (drops the garbage),
-    then max(·, 0) if ``relu``. Each whole group of 16 channels goes 16 pixels at a time
-    through a register transpose (``vtranspose16``), the channels past the last group one
-    by one."""
+def _to_nhwc(out, y, n0, count, wh, bias, mul, add, relu):
+    """y[n0 + m, i, j, f] = out[m, f, i·Wh + j] + bias[f] for j < Wo (drops the garbage);
+    then, if ``mul`` has F entries (a batch normalisation after the layer), y·mul[f] +
+    add[f]; then max(·, 0) if ``relu``. Each whole group of 16 channels goes 16 pixels at a
+    time through a register transpose (``vtranspose16``), the channels past it one by one."""
     ho, wo, f_ = y.shape[1], y.shape[2], y.shape[3]
     rows, length = out.shape[1], out.shape[2]
     src, dst = out.reshape(-1), y.reshape(-1)
     tile = np.empty(LANES * LANES, np.float32)
     pixels, whole = ho * wh, f_ - f_ % LANES
-    zero = np.float32(0)
+    affine, zero = mul.size == f_, np.float32(0)
     for m in range(count):
         for f0 in range(0, whole, LANES):
             b = vload(bias, f0)
+            p_, q_ = (vload(mul, f0), vload(add, f0)) if affine else (b, b)
             i = j = 0  # of the tile's first pixel
             for t0 in range(0, pixels, LANES):
                 vtranspose16(src, (m * rows + f0) * length + t0, length, tile)
                 for p in range(min(LANES, pixels - t0)):
                     if j < wo:
                         v = vadd(vload(tile, LANES * p), b)
+                        if affine:
+                            v = vadd(vmul(v, p_), q_)
                         vstore(dst, (((n0 + m) * ho + i) * wo + j) * f_ + f0, vrelu(v) if relu else v)
                     j += 1
                     if j == wh:
@@ -224,6 +235,8 @@ def _to_nhwc(out, y, n0, count, wh, bias, relu):
                 plane, bf = out[m, f], bias[f]
                 for j in range(wo):
                     v = plane[i * wh + j] + bf
+                    if affine:
+                        v = v * mul[f] + add[f]
                     row[j, f] = (zero if v <= zero else v) if relu else v
 
 
@@ -285,12 +298,14 @@ def pool_fusable(pool, out_hw) -> bool:
     return (kh, kw) == (sh, sw) == (2, 2) and out_hw[0] % 2 == 0 and out_hw[1] % 2 == 0
 
 
-def blocked_forward(x, w, b, stride, pads, out_hw, *, relu=False, pool=False):
+def blocked_forward(x, w, b, stride, pads, out_hw, *, affine=None, relu=False, pool=False):
     """y [N, Ho, Wo, F] = conv(x, w) + b, float32, by register blocks (see the module
     docstring); each worker takes whole images, a chunk of them at a time. Inference can
-    fuse what follows into the write of y: ``relu`` max(y, 0), ``pool`` a 2 × 2 max-pool of
-    stride 2 (``pool_fusable``; y is then [N, Ho/2, Wo/2, F]), taken before the bias and
-    the ReLU, which both commute with the max (rounding is monotone)."""
+    fuse the layers after it into the write of y: ``affine`` = (mul, add) [F] a batch
+    normalisation with fixed statistics, y·mul + add; ``relu`` max(y, 0); ``pool`` (not with
+    ``affine``) a 2 × 2 max-pool of stride 2 (``pool_fusable``: y is then [N, Ho/2, Wo/2,
+    F]), taken before the bias and the ReLU, which both commute with the max (rounding is
+    monotone)."""
     from .conv import _phase_planes
 
     n, _, _, c = x.shape
@@ -304,6 +319,8 @@ def blocked_forward(x, w, b, stride, pads, out_hw, *, relu=False, pool=False):
     w2[:, :f] = w.reshape(-1, f)
     w4 = np.ascontiguousarray(w2.reshape(-1, f4, 4).transpose(1, 0, 2))  # [F/4, K, 4]
     bias = np.zeros(f, np.float32) if b is None else np.ascontiguousarray(b, np.float32)
+    assert not (pool and affine is not None), "a max-pool does not commute with a negative scale"
+    mul, add = (np.ascontiguousarray(a, np.float32) for a in affine) if affine is not None else (bias[:0], bias[:0])
     ho2, wo2 = ho // 2, wo // 2
     y = np.empty((n, ho2, wo2, f) if pool else (n, ho, wo, f), np.float32)
     per = images_per_chunk(g)
@@ -318,9 +335,9 @@ def blocked_forward(x, w, b, stride, pads, out_hw, *, relu=False, pool=False):
             _blocks(planes, offsets, w4, out, m, length)
             if pool:
                 _pool2(out, pooled, m, f, wh, ho2, wo2)
-                _to_nhwc(pooled, y, s0, m, wo2, bias, relu)
+                _to_nhwc(pooled, y, s0, m, wo2, bias, mul, add, relu)
             else:
-                _to_nhwc(out, y, s0, m, wh, bias, relu)
+                _to_nhwc(out, y, s0, m, wh, bias, mul, add, relu)
 
     parallel(work, n)
     return y

@@ -64,7 +64,7 @@ from numba import uint64 as U
 from ..ops.conv import spatial_geometry
 from . import tuning
 from ._runtime import blas_single, chosen_chunk, chunk_size, njit, parallel, parallel_sum, scratch
-from .blocked import blocked_filter_grad, blocked_forward, pool_fusable
+from .blocked import blocked_filter_grad, blocked_forward
 from .tuning import Choice, conv_key
 from .winograd import use_winograd, winograd_backward, winograd_forward
 
@@ -473,27 +473,6 @@ def conv2d_forward(x, w, b, stride: int = 1, padding: str = "SAME"):
     x = np.ascontiguousarray(x)
     choice = choose("fwd", conv_key(x.shape, w.shape, stride, pads, x.dtype))
     return forward_with(choice, x, w, b, stride, pads, out_hw), (x, w, stride, out_hw, pads)
-
-
-def conv2d_infer(x, w, b, stride: int = 1, padding: str = "SAME", *, relu: bool = False, pool=None):
-    """``ops.fused.conv2d_infer``: maxpool(max(conv(x, w) + b, 0)), nothing kept. Where the
-    forward's chosen algorithm is the register-blocked one, the ReLU and a 2 × 2 pool are
-    applied as it writes y (``blocked_forward``); otherwise after it, the ReLU in place."""
-    from .activations import relu as relu_op
-    from .pool import max_pool
-
-    out_hw, pads = spatial_geometry(x.shape, w.shape[:2], (stride, stride), padding)
-    x = np.ascontiguousarray(x)
-    choice = choose("fwd", conv_key(x.shape, w.shape, stride, pads, x.dtype))
-    if choice.algorithm == "blocked":
-        fuse = pool is not None and pool_fusable(pool, out_hw)
-        with chunk_size(choice.chunk):
-            y = blocked_forward(x, w, b, stride, pads, out_hw, relu=relu, pool=fuse)
-        return max_pool(y, *pool) if pool is not None and not fuse else y
-    y = forward_with(choice, x, w, b, stride, pads, out_hw)
-    if relu:
-        relu_op(y, out=y)
-    return max_pool(y, *pool) if pool is not None else y
 
 
 def forward_with(choice: Choice, x, w, b, stride, pads, out_hw):

@@ -1,20 +1,34 @@
-"""Inference ops that span layers: ``Sequential.infer`` hands a convolution the ReLU and
-the max-pool that follow it, so that a backend can apply them while it writes the
-convolution's output, instead of in two more passes over it (``scratchnet.kernels`` does
-for its register-blocked convolution). Here, the reference: the three ops in turn."""
+"""Inference ops that span layers: ``Sequential.infer`` hands a convolution or a dense
+layer the batch normalisation, ReLU and max-pool that follow it (``Layer.infer_fused``),
+so that a backend can apply them as it writes the layer's output instead of in more
+passes over it (``scratchnet.kernels.fused``). Here, the reference: the ops in turn.
+
+``bn`` is ``(mean, variance, offset, scale, eps)`` of a ``batchnorm`` with fixed statistics
+(offset or scale may be None), ``pool`` ``(ksize, stride, padding)`` of a ``max_pool``;
+each part only if given (``relu`` if true)."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from .batchnorm import batchnorm
 from .conv import conv2d_forward
+from .dense import dense_forward
 from .pool import max_pool
 
 
-def conv2d_infer(x, w, b, stride: int = 1, padding: str = "SAME", *, relu: bool = False, pool=None):
-    """y = maxpool(max(conv(x, w) + b, 0)) [N, Ho', Wo', F]; the ReLU only if ``relu``, the
-    pool only if ``pool`` = (ksize, stride, padding) of a ``max_pool``. Nothing is kept."""
-    y = conv2d_forward(x, w, b, stride, padding)[0]
-    if relu:
-        np.maximum(y, 0, out=y)
+def _pointwise(y, bn, relu):
+    if bn is not None:
+        batchnorm(y, *bn, out=y)
+    return np.maximum(y, 0, out=y) if relu else y
+
+
+def conv2d_infer(x, w, b, stride: int = 1, padding: str = "SAME", *, bn=None, relu: bool = False, pool=None):
+    """maxpool(max(batchnorm(conv(x, w) + b), 0)) [N, Ho', Wo', F]; nothing is kept."""
+    y = _pointwise(conv2d_forward(x, w, b, stride, padding)[0], bn, relu)
     return max_pool(y, *pool) if pool is not None else y
+
+
+def dense_infer(x, w, b, *, bn=None, relu: bool = False):
+    """max(batchnorm(x @ w + b), 0) [N, Out]; nothing is kept."""
+    return _pointwise(dense_forward(x, w, b)[0], bn, relu)

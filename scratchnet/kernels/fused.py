@@ -1,0 +1,56 @@
+"""``ops.fused`` fast: a layer's inference op that also applies the batch normalisation,
+ReLU and max-pool after it (``Layer.infer_fused``), in the write of its output where the
+algorithm allows, else in place right after it, in one sweep. Same values bit for bit as
+the layers one by one: the same roundings in the same order (``tests/test_infer.py``).
+
+* The register-blocked convolution (``blocked.py``) applies all of them as it transposes
+  its channel-planar result into NHWC (``blocked_forward``): y never exists unnormalised,
+  and with a 2 × 2 pool only the pooled quarter of it is ever written.
+* Every other convolution algorithm, and the dense layer, write y, then one sweep applies
+  the normalisation and the ReLU (``batchnorm._normalize``), or the ReLU alone; the pool
+  runs after.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..ops.conv import spatial_geometry
+from ._runtime import chunk_size
+from .activations import relu as relu_op
+from .batchnorm import _normalize, scale_shift
+from .blocked import blocked_forward, pool_fusable
+from .conv import choose, forward_with
+from .dense import dense_forward
+from .pool import max_pool
+from .tuning import conv_key
+
+
+def _pointwise(y, bn, relu):
+    """y = max(batchnorm(y), 0) in place, each part only if asked."""
+    if bn is not None:
+        return _normalize(y, *bn, out=y, relu=relu)[0]
+    return relu_op(y, out=y) if relu else y
+
+
+def conv2d_infer(x, w, b, stride: int = 1, padding: str = "SAME", *, bn=None, relu: bool = False, pool=None):
+    """``ops.fused.conv2d_infer``: maxpool(max(batchnorm(conv(x, w) + b), 0)), nothing kept.
+    Where the forward's chosen algorithm is the register-blocked one, applied as it writes y
+    (the pool there too without a normalisation, whose scale may be negative)."""
+    out_hw, pads = spatial_geometry(x.shape, w.shape[:2], (stride, stride), padding)
+    x = np.ascontiguousarray(x)
+    choice = choose("fwd", conv_key(x.shape, w.shape, stride, pads, x.dtype))
+    if choice.algorithm == "blocked":
+        fuse = pool is not None and bn is None and pool_fusable(pool, out_hw)
+        affine = scale_shift(*bn, x.dtype)[1:] if bn is not None else None
+        with chunk_size(choice.chunk):
+            y = blocked_forward(x, w, b, stride, pads, out_hw, affine=affine, relu=relu, pool=fuse)
+        pool = None if fuse else pool
+    else:
+        y = _pointwise(forward_with(choice, x, w, b, stride, pads, out_hw), bn, relu)
+    return max_pool(y, *pool) if pool is not None else y
+
+
+def dense_infer(x, w, b, *, bn=None, relu: bool = False):
+    """``ops.fused.dense_infer``: max(batchnorm(x @ w + b), 0), the two in one sweep."""
+    return _pointwise(dense_forward(x, w, b)[0], bn, relu)
