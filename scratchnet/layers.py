@@ -150,10 +150,10 @@ class _Biased(Layer):
             layer._cache = None
         kinds = {type(l): l for l in take}
         bn, pool = kinds.get(BatchNorm), kinds.get(MaxPool2D)
-        extra = {"pool": (pool.pool_size, pool.stride, pool.padding) if pool else None} if MaxPool2D in self.fusable else {}
-        y = self.op(self.fused_op)(x, *self._op_args(), bn=bn.inference_args(x.dtype) if bn else None,
-                                   relu=ReLU in kinds, **extra)
-        return y, 1 + len(take)
+        fused = {"bn": bn.inference_args(x.dtype) if bn else None, "relu": ReLU in kinds}
+        if pool:
+            fused["pool"] = pool.pool_size, pool.stride, pool.padding
+        return self.op(self.fused_op)(x, *self._op_args(), **fused), 1 + len(take)
 
 
 class Dense(_Biased):
