@@ -370,17 +370,19 @@ def test_the_register_blocked_kernels_never_read_stale_scratch(monkeypatch):
 
 @pytest.mark.parametrize("case", [(3, 28, 28, 1, 5, 5, 32, 1, "SAME"), (2, 28, 28, 1, 6, 6, 24, 1, "SAME"),
                                   (3, 28, 28, 1, 6, 6, 6, 1, "SAME"), (2, 12, 10, 3, 3, 3, 17, 1, "VALID"),
-                                  (3, 14, 14, 12, 4, 4, 24, 2, "SAME"), (2, 9, 7, 4, 2, 5, 16, 1, "SAME")],
+                                  (3, 14, 14, 12, 4, 4, 24, 2, "SAME"), (2, 9, 7, 4, 2, 5, 16, 1, "SAME"),
+                                  DEEP2, (2, 9, 11, 16, 5, 5, 16, 1, "VALID")],
                          ids=lambda c: f"{c[1]}x{c[2]}x{c[3]}-{c[4]}x{c[5]}to{c[6]}-s{c[7]}")
 @pytest.mark.parametrize("forward", ["blocked", "built-in"])
 def test_the_fused_inference_op_equals_its_ops_one_by_one(empty_store, monkeypatch, case, forward):
     """``conv2d_infer`` (conv + bias, batch normalisation, ReLU, max-pool as one op) gives
     the fast backend's ops' values bit for bit, and the reference's within float32's bound:
     fused into the blocked forward's write of y (the pool too for even outputs without a
-    normalisation; odd ones, e.g. 7 × 7 or 12 × 10 VALID → 10 × 8, pool after it) or run
-    after another algorithm. Every scratch buffer is NaN-filled first, so a read of stale
-    rows or pixels would show."""
-    from scratchnet.kernels import _runtime, blocked
+    normalisation; odd ones, e.g. 7 × 7 or 12 × 10 VALID → 10 × 8, pool after it), into
+    Winograd's output transform (the built-in choice for the 5 × 5 layers with 16 and 32
+    channels) or run after another algorithm. Every scratch buffer is NaN-filled first, so
+    a read of stale rows or pixels would show."""
+    from scratchnet.kernels import _runtime, blocked, winograd
 
     def stale(slot, shape, dtype):
         buf = _runtime.scratch(slot, shape, dtype)
@@ -388,6 +390,7 @@ def test_the_fused_inference_op_equals_its_ops_one_by_one(empty_store, monkeypat
         return buf
 
     monkeypatch.setattr(blocked, "scratch", stale)
+    monkeypatch.setattr(winograd, "scratch", stale)
     key, (x, w, b, _, _), _ = setup(case, np.float32)
     if forward == "blocked":
         fake_entry(empty_store, "fwd", key, "blocked/1")

@@ -291,19 +291,12 @@ def _tap_offsets(c, kh, kw, s, hh1, wh):
                      for p in range(kh) for q in range(kw) for ch in range(c)], np.int64)
 
 
-def pool_fusable(pool, out_hw) -> bool:
-    """Whether ``blocked_forward`` can take the max-pool ``pool`` = (ksize, stride, padding)
-    after it: 2 × 2 windows, stride 2, an even output (so no padding either way)."""
-    (kh, kw), (sh, sw), _ = pool
-    return (kh, kw) == (sh, sw) == (2, 2) and out_hw[0] % 2 == 0 and out_hw[1] % 2 == 0
-
-
 def blocked_forward(x, w, b, stride, pads, out_hw, *, affine=None, relu=False, pool=False):
     """y [N, Ho, Wo, F] = conv(x, w) + b, float32, by register blocks (see the module
     docstring); each worker takes whole images, a chunk of them at a time. Inference can
     fuse the layers after it into the write of y: ``affine`` = (mul, add) [F] a batch
     normalisation with fixed statistics, y·mul + add; ``relu`` max(y, 0); ``pool`` (not with
-    ``affine``) a 2 × 2 max-pool of stride 2 (``pool_fusable``: y is then [N, Ho/2, Wo/2,
+    ``affine``) a 2 × 2 max-pool of stride 2 (even Ho, Wo: ``fused.pool_fusable``; y is then [N, Ho/2, Wo/2,
     F]), taken before the bias and the ReLU, which both commute with the max (rounding is
     monotone)."""
     from .conv import _phase_planes

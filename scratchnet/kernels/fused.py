@@ -6,6 +6,8 @@ the layers one by one: the same roundings in the same order (``tests/test_infer.
 * The register-blocked convolution (``blocked.py``) applies all of them as it transposes
   its channel-planar result into NHWC (``blocked_forward``): y never exists unnormalised,
   and with a 2 × 2 pool only the pooled quarter of it is ever written.
+* Winograd (``winograd.py``) takes the ReLU and a 2 × 2 pool into its output transform:
+  each of its 2 × 2 output tiles is one pool window, of which only the maximum is stored.
 * Every other convolution algorithm, and the dense layer, write y, then one sweep applies
   the normalisation and the ReLU (``batchnorm._normalize``), or the ReLU alone; the pool
   runs after.
@@ -19,11 +21,19 @@ from ..ops.conv import spatial_geometry
 from ._runtime import chunk_size
 from .activations import relu as relu_op
 from .batchnorm import _normalize, scale_shift
-from .blocked import blocked_forward, pool_fusable
+from .blocked import blocked_forward
 from .conv import choose, forward_with
 from .dense import dense_forward
 from .pool import max_pool
 from .tuning import conv_key
+from .winograd import winograd_forward
+
+
+def pool_fusable(pool, out_hw) -> bool:
+    """Whether the blocked and Winograd forwards can take the max-pool ``pool`` = (ksize, stride, padding)
+    after it: 2 × 2 windows, stride 2, an even output (so no padding either way)."""
+    (kh, kw), (sh, sw), _ = pool
+    return (kh, kw) == (sh, sw) == (2, 2) and out_hw[0] % 2 == 0 and out_hw[1] % 2 == 0
 
 
 def _pointwise(y, bn, relu):
@@ -36,15 +46,20 @@ def _pointwise(y, bn, relu):
 def conv2d_infer(x, w, b, stride: int = 1, padding: str = "SAME", *, bn=None, relu: bool = False, pool=None):
     """``ops.fused.conv2d_infer``: maxpool(max(batchnorm(conv(x, w) + b), 0)), nothing kept.
     Where the forward's chosen algorithm is the register-blocked one, applied as it writes y
-    (the pool there too without a normalisation, whose scale may be negative)."""
+    (the pool there too without a normalisation, whose scale may be negative); the
+    Winograd one takes the ReLU and the pool into its output transform."""
     out_hw, pads = spatial_geometry(x.shape, w.shape[:2], (stride, stride), padding)
     x = np.ascontiguousarray(x)
     choice = choose("fwd", conv_key(x.shape, w.shape, stride, pads, x.dtype))
+    fuse = pool is not None and bn is None and pool_fusable(pool, out_hw)
     if choice.algorithm == "blocked":
-        fuse = pool is not None and bn is None and pool_fusable(pool, out_hw)
         affine = scale_shift(*bn, x.dtype)[1:] if bn is not None else None
         with chunk_size(choice.chunk):
             y = blocked_forward(x, w, b, stride, pads, out_hw, affine=affine, relu=relu, pool=fuse)
+        pool = None if fuse else pool
+    elif choice.algorithm == "winograd" and bn is None:
+        with chunk_size(choice.chunk):
+            y = winograd_forward(x, w, b, pads, out_hw, relu=relu, pool=fuse)
         pool = None if fuse else pool
     else:
         y = _pointwise(forward_with(choice, x, w, b, stride, pads, out_hw), bn, relu)

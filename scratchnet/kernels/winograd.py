@@ -226,13 +226,19 @@ def _input_tiles_adjoint(dv, dxq, images, th, tw, bt):
 
 
 @njit
-def _output_tiles(m, y, n0, n1, th, tw, at, bias):
-    """y[n, 2·ti + i, 2·tj + j, :] = (Aᵀ M A)[i, j, :] + bias, inside y."""
-    ho, wo, f = y.shape[1], y.shape[2], y.shape[3]
+def _output_tiles(m, y, n0, n1, th, tw, at, bias, relu, pool):
+    """y[n, 2·ti + i, 2·tj + j, :] = (Aᵀ M A)[i, j, :] + bias, inside y; then max(·, 0) if
+    ``relu``. With ``pool`` (inference, Ho and Wo even): each 2 × 2 output tile is one
+    window of a 2 × 2 max-pool of stride 2, and only its maximum is written, y[n, ti, tj, :]
+    (y [N, Ho/2, Wo/2, F]), taken in the pool's window order with its strict >."""
+    f = y.shape[3]
+    ho, wo = (2 * y.shape[1], 2 * y.shape[2]) if pool else (y.shape[1], y.shape[2])
     tiles = m.shape[1]
     run = tw * f
     tmp = np.empty(M_OUT * ALPHA * run, y.dtype)
+    quad = np.empty(M_OUT * M_OUT * f, y.dtype)
     src = m.reshape(-1)
+    zero = y.dtype.type(0)
     for n in range(n0, n1):
         for ti in range(th):
             t0 = ((n - n0) * th + ti) * tw
@@ -242,6 +248,23 @@ def _output_tiles(m, y, n0, n1, th, tw, at, bias):
                 offs = (base, base + step, base + 2 * step, base + 3 * step, base + 4 * step, base + 5 * step)
                 for i in range(M_OUT):
                     _comb6(tmp, (i * ALPHA + b) * run, src, offs, _row(at, i), run, False)
+            if pool:  # the tile's four outputs into quad, their maximum into y
+                dst = y[n, ti].reshape(-1)
+                for tj in range(tw):
+                    for i in range(M_OUT):
+                        base = i * ALPHA * run + tj * f
+                        offs = (base, base + run, base + 2 * run, base + 3 * run, base + 4 * run, base + 5 * run)
+                        for j in range(M_OUT):
+                            d0 = (i * M_OUT + j) * f
+                            quad[d0:d0 + f] = bias
+                            _comb6(quad, d0, tmp, offs, _row(at, j), f, True)
+                    for ch in range(f):
+                        v = quad[ch]
+                        for k in range(1, M_OUT * M_OUT):
+                            if quad[k * f + ch] > v:
+                                v = quad[k * f + ch]
+                        dst[tj * f + ch] = (zero if v <= zero else v) if relu else v
+                continue
             for i in range(min(M_OUT, ho - 2 * ti)):  # columns, into y
                 dst = y[n, 2 * ti + i].reshape(-1)
                 for tj in range(tw):
@@ -251,6 +274,10 @@ def _output_tiles(m, y, n0, n1, th, tw, at, bias):
                         d0 = (2 * tj + j) * f
                         dst[d0:d0 + f] = bias
                         _comb6(dst, d0, tmp, offs, _row(at, j), f, True)
+                if relu:
+                    for k in range(dst.size):
+                        v = dst[k]
+                        dst[k] = zero if v <= zero else v
 
 
 @njit
@@ -307,13 +334,16 @@ def _filter_transform_adjoint(du, g):
     return np.ascontiguousarray(dw.transpose(1, 0, 2, 3))
 
 
-def winograd_forward(x, w, bias, pads, out_hw):
-    """y [N, Ho, Wo, F] of the stride-1 convolution of x [N, H, W, C] with w [r, r, C, F]."""
+def winograd_forward(x, w, bias, pads, out_hw, *, relu=False, pool=False):
+    """y [N, Ho, Wo, F] of the stride-1 convolution of x [N, H, W, C] with w [r, r, C, F].
+    Inference can take the layers after it into the output transform: ``relu`` max(y, 0),
+    ``pool`` a 2 × 2 max-pool of stride 2 for even Ho, Wo (each output tile is one of its
+    windows; y is then [N, Ho/2, Wo/2, F])."""
     c, f = w.shape[2], w.shape[3]
     n, th, tw, per, qshape, at, g, bt = _geometry(x.shape, out_hw, pads, x.dtype)
     pt, pl = pads[0][0], pads[1][0]
     u = _filter_transform(w, g)
-    y = np.empty((n, *out_hw, f), x.dtype)
+    y = np.empty((n, out_hw[0] // 2, out_hw[1] // 2, f) if pool else (n, *out_hw, f), x.dtype)
     b = np.ascontiguousarray(bias, x.dtype) if bias is not None else np.zeros(f, x.dtype)
     xi2, tiles = u.shape[0], per * th * tw
 
@@ -327,7 +357,7 @@ def winograd_forward(x, w, bias, pads, out_hw):
             _pad_phases(x, xq, s, t1, pt, pl)
             _input_tiles(xq, v, t1 - s, th, tw, bt)
             np.matmul(v[:, :k], u, out=m[:, :k])
-            _output_tiles(m, y, s, t1, th, tw, at, b)
+            _output_tiles(m, y, s, t1, th, tw, at, b, relu, pool)
 
     with blas_single():
         parallel(work, n)
