@@ -50,8 +50,9 @@ class Sequential:
         """The value of ``forward(x)`` (evaluation mode) keeping nothing for a backward pass
         (``Layer.infer``): each layer's output is freed once the next has read it, and the
         arrays the model made itself are reused in place by ReLU and BatchNorm, and a
-        convolution takes the ReLU and max-pool after it into its own op
-        (``Layer.infer_fused``). What every evaluation and prediction runs."""
+        convolution or dense layer takes the BatchNorm, ReLU and max-pool after it into its
+        own op (``Layer.infer_fused``), with the same values. What every evaluation and
+        prediction runs."""
         h, k = x, 0
         while k < len(self.layers):
             # h is scratch unless it is x or a view of it (a Flatten, an identity Dropout);

@@ -406,7 +406,7 @@ def test_the_fused_inference_op_equals_its_ops_one_by_one(empty_store, monkeypat
                 want = fast.relu(want) if relu else want
                 want = fast.max_pool(want, *pool) if pool else want
                 got = fast.conv2d_infer(x, w, b, stride, padding, bn=bn, relu=relu, pool=pool)
-                what = f"bn={bn is not None and len(bn)} relu={relu} pool={pool}"
+                what = f"bn={'none' if bn is None else 'plain' if bn[2] is None else 'offset, scale'} relu={relu} pool={pool}"
                 np.testing.assert_array_equal(got, want, err_msg=what)
                 close(got, ref.conv2d_infer(x, w, b, stride, padding, bn=bn, relu=relu, pool=pool), np.float32,
                       f"{what} against the reference")
