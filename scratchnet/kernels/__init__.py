@@ -13,9 +13,10 @@ conv2d_*                  chunked NHWC im2col (Numba, contiguous runs) + one-thr
                           a register-blocked direct forward and filter gradient in explicit
                           16-lane vectors (``blocked.py``, float32) where they measure fastest;
                           ``conv2d_backward_params`` skips dX for a first layer
-conv2d_infer, dense_infer inference through the BatchNorm, ReLU and max-pool after the layer
-                          (``fused.py``): the blocked forward applies them as it writes y,
-                          the others in one sweep after it
+*_infer                   ``conv2d_infer``, ``dense_infer`` (``fused.py``): inference through
+                          the BatchNorm, ReLU and max-pool after the layer; the blocked
+                          forward applies them as it writes y, Winograd takes the ReLU and
+                          pool into its output transform, the others one sweep after it
 max_pool_*                one Numba pass writing max and uint8 argmax; backward writes dx once
                           when the windows tile the input, else scatters through the argmax;
                           ``max_pool`` (inference) the same pass without the argmax
