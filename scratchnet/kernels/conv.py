@@ -467,11 +467,17 @@ def _correlate(src, w2, kh, kw, stride, pt, pl, out_hw, bias=None, transposed=Fa
     return y
 
 
-def conv2d_forward(x, w, b, stride: int = 1, padding: str = "SAME"):
-    """Return ``y [N, Ho, Wo, F]`` and the cache for ``conv2d_backward`` (this module's)."""
+def forward_plan(x, w, stride: int, padding: str):
+    """``(x, choice, pads, out_hw)``: x C-contiguous, and the algorithm the forward pass
+    runs for this shape (``choose``), shared by ``conv2d_forward`` and ``fused.conv2d_infer``."""
     out_hw, pads = spatial_geometry(x.shape, w.shape[:2], (stride, stride), padding)
     x = np.ascontiguousarray(x)
-    choice = choose("fwd", conv_key(x.shape, w.shape, stride, pads, x.dtype))
+    return x, choose("fwd", conv_key(x.shape, w.shape, stride, pads, x.dtype)), pads, out_hw
+
+
+def conv2d_forward(x, w, b, stride: int = 1, padding: str = "SAME"):
+    """Return ``y [N, Ho, Wo, F]`` and the cache for ``conv2d_backward`` (this module's)."""
+    x, choice, pads, out_hw = forward_plan(x, w, stride, padding)
     return forward_with(choice, x, w, b, stride, pads, out_hw), (x, w, stride, out_hw, pads)
 
 

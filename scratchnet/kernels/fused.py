@@ -15,17 +15,13 @@ the layers one by one: the same roundings in the same order (``tests/test_infer.
 
 from __future__ import annotations
 
-import numpy as np
-
-from ..ops.conv import spatial_geometry
 from ._runtime import chunk_size
 from .activations import relu as relu_op
 from .batchnorm import _normalize, scale_shift
 from .blocked import blocked_forward
-from .conv import choose, forward_with
+from .conv import forward_plan, forward_with
 from .dense import dense_forward
 from .pool import max_pool
-from .tuning import conv_key
 from .winograd import winograd_forward
 
 
@@ -48,9 +44,7 @@ def conv2d_infer(x, w, b, stride: int = 1, padding: str = "SAME", *, bn=None, re
     Where the forward's chosen algorithm is the register-blocked one, applied as it writes y
     (the pool there too without a normalisation, whose scale may be negative); the
     Winograd one takes the ReLU and the pool into its output transform."""
-    out_hw, pads = spatial_geometry(x.shape, w.shape[:2], (stride, stride), padding)
-    x = np.ascontiguousarray(x)
-    choice = choose("fwd", conv_key(x.shape, w.shape, stride, pads, x.dtype))
+    x, choice, pads, out_hw = forward_plan(x, w, stride, padding)
     fuse = pool is not None and bn is None and pool_fusable(pool, out_hw)
     if choice.algorithm == "blocked":
         affine = scale_shift(*bn, x.dtype)[1:] if bn is not None else None
