@@ -126,6 +126,12 @@ def _comb6(dst, d0, src, offs, coefs, n, accumulate):
 
 
 @njit
+def _strided6(base, step):
+    """(base, base + step, …, base + 5·step): the offsets of six equally spaced runs."""
+    return (base, base + step, base + 2 * step, base + 3 * step, base + 4 * step, base + 5 * step)
+
+
+@njit
 def _row(mat, i):
     """Row i of a [·, 6] matrix as a 6-tuple (the coefficients of one output)."""
     return mat[i, 0], mat[i, 1], mat[i, 2], mat[i, 3], mat[i, 4], mat[i, 5]
@@ -187,7 +193,7 @@ def _input_tiles(xq, v, images, th, tw, bt):
         for ti in range(th):
             t0 = (n * th + ti) * tw
             r0 = 2 * ti * row
-            offs = (r0, r0 + row, r0 + 2 * row, r0 + 3 * row, r0 + 4 * row, r0 + 5 * row)
+            offs = _strided6(r0, row)
             for a in range(ALPHA):  # rows: tmp[a] = Σ_k Bᵀ[a, k] · xq[2·ti + k]
                 _comb6(tmp, a * row, rows, offs, _row(bt, a), row, False)
             for a in range(ALPHA):  # columns: v[a, b] = Σ_j Bᵀ[b, j] · tmp[a][columns 2·tj + j]
@@ -215,12 +221,11 @@ def _input_tiles_adjoint(dv, dxq, images, th, tw, bt):
             tmp[:] = 0
             for a in range(ALPHA):  # columns: tmp[a][2·tj + j] += Σ_b Bᵀ[b, j] · dV[a, b]
                 base = (a * ALPHA * tiles + t0) * c
-                offs = (base, base + tiles * c, base + 2 * tiles * c, base + 3 * tiles * c,
-                        base + 4 * tiles * c, base + 5 * tiles * c)
+                offs = _strided6(base, tiles * c)
                 for j in range(ALPHA):
                     _comb6(tmp, a * row + taps[j], src, offs, _col(bt, j), run, True)
             r0 = 2 * ti * row
-            offs = (0, row, 2 * row, 3 * row, 4 * row, 5 * row)
+            offs = _strided6(0, row)
             for k in range(ALPHA):  # rows: dxq[2·ti + k] += Σ_a Bᵀ[a, k] · tmp[a]
                 _comb6(rows, r0 + k * row, tmp, offs, _col(bt, k), row, True)
 
@@ -245,7 +250,7 @@ def _output_tiles(m, y, n0, n1, th, tw, at, bias, relu, pool):
             for b in range(ALPHA):  # rows: tmp[i, b] = Σ_a Aᵀ[i, a] · M[a, b]
                 base = (b * tiles + t0) * f
                 step = ALPHA * tiles * f
-                offs = (base, base + step, base + 2 * step, base + 3 * step, base + 4 * step, base + 5 * step)
+                offs = _strided6(base, step)
                 for i in range(M_OUT):
                     _comb6(tmp, (i * ALPHA + b) * run, src, offs, _row(at, i), run, False)
             if pool:  # the tile's four outputs into quad, their maximum into y
@@ -253,7 +258,7 @@ def _output_tiles(m, y, n0, n1, th, tw, at, bias, relu, pool):
                 for tj in range(tw):
                     for i in range(M_OUT):
                         base = i * ALPHA * run + tj * f
-                        offs = (base, base + run, base + 2 * run, base + 3 * run, base + 4 * run, base + 5 * run)
+                        offs = _strided6(base, run)
                         for j in range(M_OUT):
                             d0 = (i * M_OUT + j) * f
                             quad[d0:d0 + f] = bias
@@ -269,7 +274,7 @@ def _output_tiles(m, y, n0, n1, th, tw, at, bias, relu, pool):
                 dst = y[n, 2 * ti + i].reshape(-1)
                 for tj in range(tw):
                     base = i * ALPHA * run + tj * f
-                    offs = (base, base + run, base + 2 * run, base + 3 * run, base + 4 * run, base + 5 * run)
+                    offs = _strided6(base, run)
                     for j in range(min(M_OUT, wo - 2 * tj)):
                         d0 = (2 * tj + j) * f
                         dst[d0:d0 + f] = bias
