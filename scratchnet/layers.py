@@ -141,7 +141,7 @@ class _Biased(Layer):
         for kind in self.fusable:
             nxt = following[len(take)] if len(take) < len(following) else None
             if type(nxt) is kind and nxt.backend == self.backend \
-                    and getattr(nxt, "features", self.out_features) == self.out_features:
+                    and (kind is not BatchNorm or nxt.features == self.out_features):
                 take.append(nxt)
         if not take:
             return super().infer_fused(x, following, overwrite_input=overwrite_input)

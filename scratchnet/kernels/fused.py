@@ -50,14 +50,12 @@ def conv2d_infer(x, w, b, stride: int = 1, padding: str = "SAME", *, bn=None, re
         affine = scale_shift(*bn, x.dtype)[1:] if bn is not None else None
         with chunk_size(choice.chunk):
             y = blocked_forward(x, w, b, stride, pads, out_hw, affine=affine, relu=relu, pool=fuse)
-        pool = None if fuse else pool
     elif choice.algorithm == "winograd" and bn is None:
         with chunk_size(choice.chunk):
             y = winograd_forward(x, w, b, pads, out_hw, relu=relu, pool=fuse)
-        pool = None if fuse else pool
     else:
-        y = _pointwise(forward_with(choice, x, w, b, stride, pads, out_hw), bn, relu)
-    return max_pool(y, *pool) if pool is not None else y
+        y, fuse = _pointwise(forward_with(choice, x, w, b, stride, pads, out_hw), bn, relu), False
+    return max_pool(y, *pool) if pool is not None and not fuse else y
 
 
 def dense_infer(x, w, b, *, bn=None, relu: bool = False):
