@@ -61,7 +61,7 @@ def check_candidates(case, dtype, expect=()):
     seen = set()
     for pass_ in PASSES:
         choices = candidates(pass_, key)
-        tiny = {Choice(c.algorithm, 1 if c.algorithm in ("wide", "winograd", "blocked") else 37) for c in choices}
+        tiny = {Choice(c.algorithm, 1 if c.algorithm in ("wide", "winograd", "blocked", "lanes") else 37) for c in choices}
         choices += sorted(tiny) + ([Choice("split")] if pass_ == "bwd" else [])
         for choice in choices:
             got = runner(pass_, choice, key, arrays)()
@@ -76,6 +76,8 @@ def check_candidates(case, dtype, expect=()):
 class TestEveryCandidate:
     def test_thin_first_layer(self, dtype): check_candidates((3, 28, 28, 1, 6, 6, 6, 1, "SAME"), dtype, ["wide", "im2col-t", "flipped"])  # noqa: E704
     def test_deep_cnn_conv1(self, dtype): check_candidates((2, 28, 28, 1, 5, 5, 32, 1, "SAME"), dtype, ["wide", "col2im"])  # noqa: E704
+    def test_lanes_three_vectors_ragged_row(self, dtype): check_candidates((2, 11, 10, 3, 3, 3, 96, 1, "SAME"), dtype)  # noqa: E704
+    def test_lanes_stride3_valid(self, dtype): check_candidates((2, 13, 9, 5, 4, 4, 32, 3, "VALID"), dtype)  # noqa: E704
     def test_stride2_thin(self, dtype): check_candidates((3, 28, 28, 6, 5, 5, 12, 2, "SAME"), dtype, ["wide", "im2col-t"])  # noqa: E704
     def test_stride2_even_kernel(self, dtype): check_candidates((3, 14, 14, 12, 4, 4, 24, 2, "SAME"), dtype, ["wide"])  # noqa: E704
     def test_stride2_wide_channels(self, dtype): check_candidates((2, 28, 28, 24, 5, 5, 48, 2, "SAME"), dtype)  # noqa: E704
@@ -340,20 +342,27 @@ def test_tune_command_refuses_an_unknown_recipe(tmp_path):
 
 
 def test_the_register_blocked_kernels_are_float32_candidates_only():
-    """``blocked`` (forward and filter gradient) holds 16 float32 lanes per register: timed
-    (and pinned above) in float32, never offered in float64."""
+    """``blocked`` (forward and filter gradient) and ``lanes`` (forward, F a multiple of 32
+    or 48) hold 16 float32 lanes per register: timed (and pinned above) in float32, never
+    offered in float64."""
     for dtype, offered in ((np.float32, True), (np.float64, False)):
         key, _, _ = setup((2, 28, 28, 6, 5, 5, 12, 2, "SAME"), dtype)
         for pass_ in ("fwd", "dw"):
             assert ("blocked" in {c.algorithm for c in candidates(pass_, key)}) is offered
         assert "blocked" not in {c.algorithm for p in ("dx", "bwd") for c in candidates(p, key)}
+        assert "lanes" not in {c.algorithm for p in PASSES for c in candidates(p, key)}  # F = 12
+        for f in (32, 48, 64, 96):
+            key, _, _ = setup((2, 14, 14, 8, 3, 3, f, 1, "SAME"), dtype)
+            assert ("lanes" in {c.algorithm for c in candidates("fwd", key)}) is offered
+            assert "lanes" not in {c.algorithm for p in ("dx", "dw", "bwd") for c in candidates(p, key)}
 
 
 def test_the_register_blocked_kernels_never_read_stale_scratch(monkeypatch):
     """The blocked kernels read past an image's planes (into rows whose products are
-    dropped, or multiplied by dY's zero tail): with every scratch buffer full of NaN first,
-    the results must still equal the reference (0 · NaN would not)."""
-    from scratchnet.kernels import _runtime, blocked
+    dropped, or multiplied by dY's zero tail), the lanes kernel past a row's last output
+    pixel: with every scratch buffer full of NaN first, the results must still equal the
+    reference (0 · NaN would not)."""
+    from scratchnet.kernels import _runtime, blocked, lanes
 
     def stale(slot, shape, dtype):
         buf = _runtime.scratch(slot, shape, dtype)
@@ -361,40 +370,45 @@ def test_the_register_blocked_kernels_never_read_stale_scratch(monkeypatch):
         return buf
 
     monkeypatch.setattr(blocked, "scratch", stale)
-    for case in ((4, 9, 7, 4, 2, 5, 3, 1, "SAME"), (3, 28, 28, 6, 5, 5, 12, 2, "SAME")):
+    monkeypatch.setattr(lanes, "scratch", stale)
+    for case in ((4, 9, 7, 4, 2, 5, 3, 1, "SAME"), (3, 28, 28, 6, 5, 5, 12, 2, "SAME"), (3, 9, 10, 4, 3, 3, 32, 2, "SAME")):
         key, arrays, want = setup(case, np.float32)
         for pass_ in ("fwd", "dw"):
-            for choice in (Choice("blocked"), Choice("blocked", 1), Choice("blocked", 116)):
-                close(runner(pass_, choice, key, arrays)(), want[pass_][0], np.float32, f"{pass_} {choice}")
+            for algorithm in {c.algorithm for c in candidates(pass_, key)} & {"blocked", "lanes"}:
+                for choice in (Choice(algorithm), Choice(algorithm, 1), Choice(algorithm, 116)):
+                    close(runner(pass_, choice, key, arrays)(), want[pass_][0], np.float32, f"{pass_} {choice}")
 
 
-@pytest.mark.parametrize("case", [(3, 28, 28, 1, 5, 5, 32, 1, "SAME"), (2, 28, 28, 1, 6, 6, 24, 1, "SAME"),
-                                  (3, 28, 28, 1, 6, 6, 6, 1, "SAME"), (2, 12, 10, 3, 3, 3, 17, 1, "VALID"),
-                                  (3, 14, 14, 12, 4, 4, 24, 2, "SAME"), (2, 9, 7, 4, 2, 5, 16, 1, "SAME"),
-                                  DEEP2, (2, 9, 11, 16, 5, 5, 16, 1, "VALID")],
-                         ids=lambda c: f"{c[1]}x{c[2]}x{c[3]}-{c[4]}x{c[5]}to{c[6]}-s{c[7]}")
-@pytest.mark.parametrize("forward", ["blocked", "built-in"])
+FUSED_CASES = [(3, 28, 28, 1, 5, 5, 32, 1, "SAME"), (2, 28, 28, 1, 6, 6, 24, 1, "SAME"), (3, 28, 28, 1, 6, 6, 6, 1, "SAME"),
+               (2, 12, 10, 3, 3, 3, 17, 1, "VALID"), (3, 14, 14, 12, 4, 4, 24, 2, "SAME"), (2, 9, 7, 4, 2, 5, 16, 1, "SAME"),
+               DEEP2, (2, 9, 11, 16, 5, 5, 16, 1, "VALID"), (2, 28, 28, 24, 5, 5, 48, 2, "SAME")]
+
+
+@pytest.mark.parametrize("case, forward", [(c, f) for c in FUSED_CASES for f in ("blocked", "lanes", "built-in")
+                                           if f != "lanes" or c[6] % 32 == 0 or c[6] % 48 == 0],
+                         ids=lambda c: f"{c[1]}x{c[2]}x{c[3]}-{c[4]}x{c[5]}to{c[6]}-s{c[7]}" if isinstance(c, tuple) else c)
 def test_the_fused_inference_op_equals_its_ops_one_by_one(empty_store, monkeypatch, case, forward):
     """``conv2d_infer`` (conv + bias, batch normalisation, ReLU, max-pool as one op) gives
     the fast backend's ops' values bit for bit, and the reference's within float32's bound:
     fused into the blocked forward's write of y (the pool too for even outputs without a
-    normalisation; odd ones, e.g. 7 × 7 or 12 × 10 VALID → 10 × 8, pool after it), into
+    normalisation; odd ones, e.g. 7 × 7 or 12 × 10 VALID → 10 × 8, pool after it), into the
+    lanes forward's (the pool after it), into
     Winograd's output transform (the built-in choice for the 5 × 5 layers with 16 and 32
     channels) or run after another algorithm. Every scratch buffer is NaN-filled first, so
     a read of stale rows or pixels would show."""
-    from scratchnet.kernels import _runtime, blocked, winograd
+    from scratchnet.kernels import _runtime, blocked, lanes, winograd
 
     def stale(slot, shape, dtype):
         buf = _runtime.scratch(slot, shape, dtype)
         buf[...] = np.nan
         return buf
 
-    monkeypatch.setattr(blocked, "scratch", stale)
-    monkeypatch.setattr(winograd, "scratch", stale)
+    for module in (blocked, lanes, winograd):
+        monkeypatch.setattr(module, "scratch", stale)
     key, (x, w, b, _, _), _ = setup(case, np.float32)
-    if forward == "blocked":
-        fake_entry(empty_store, "fwd", key, "blocked/1")
-    assert (conv.choose("fwd", key).algorithm == "blocked") is (forward == "blocked")
+    if forward != "built-in":
+        fake_entry(empty_store, "fwd", key, f"{forward}/1")
+    assert conv.choose("fwd", key).algorithm == forward or forward == "built-in" and conv.choose("fwd", key).algorithm not in ("blocked", "lanes")
     stride, padding, f = case[7], case[8], case[6]
     rng = np.random.default_rng(5)
     stats = rng.normal(0, 0.5, f).astype(np.float32), rng.uniform(0.5, 2, f).astype(np.float32)

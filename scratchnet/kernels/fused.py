@@ -6,6 +6,8 @@ the layers one by one: the same roundings in the same order (``tests/test_infer.
 * The register-blocked convolution (``blocked.py``) applies all of them as it transposes
   its channel-planar result into NHWC (``blocked_forward``): y never exists unnormalised,
   and with a 2 × 2 pool only the pooled quarter of it is ever written.
+* The lanes convolution (``lanes.py``) applies them as it stores each register block
+  into y, the pool (without a normalisation) as the max over two rows of blocks.
 * Winograd (``winograd.py``) takes the ReLU and a 2 × 2 pool into its output transform:
   each of its 2 × 2 output tiles is one pool window, of which only the maximum is stored.
 * Every other convolution algorithm, and the dense layer, write y, then one sweep applies
@@ -21,6 +23,7 @@ from .batchnorm import _normalize, scale_shift
 from .blocked import blocked_forward
 from .conv import forward_plan, forward_with
 from .dense import dense_forward
+from .lanes import lanes_forward, poolable
 from .pool import max_pool
 from .winograd import winograd_forward
 
@@ -42,14 +45,19 @@ def _pointwise(y, bn, relu):
 def conv2d_infer(x, w, b, stride: int = 1, padding: str = "SAME", *, bn=None, relu: bool = False, pool=None):
     """``ops.fused.conv2d_infer``: maxpool(max(batchnorm(conv(x, w) + b), 0)), nothing kept.
     Where the forward's chosen algorithm is the register-blocked one, applied as it writes y
-    (the pool there too without a normalisation, whose scale may be negative); the
-    Winograd one takes the ReLU and the pool into its output transform."""
+    (the pool there too without a normalisation, whose scale may be negative), and the
+    same where it is the lanes one (the pool where its pixel blocks are even); the Winograd one takes the ReLU and the pool into its
+    output transform."""
     x, choice, pads, out_hw = forward_plan(x, w, stride, padding)
     fuse = pool is not None and bn is None and pool_fusable(pool, out_hw)
-    if choice.algorithm == "blocked":
+    if choice.algorithm in ("blocked", "lanes"):
         affine = scale_shift(*bn, x.dtype)[1:] if bn is not None else None
         with chunk_size(choice.chunk):
-            y = blocked_forward(x, w, b, stride, pads, out_hw, affine=affine, relu=relu, pool=fuse)
+            if choice.algorithm == "blocked":
+                y = blocked_forward(x, w, b, stride, pads, out_hw, affine=affine, relu=relu, pool=fuse)
+            else:
+                fuse = fuse and poolable(w.shape[3], out_hw)
+                y = lanes_forward(x, w, b, stride, pads, out_hw, affine=affine, relu=relu, pool=fuse)
     elif choice.algorithm == "winograd" and bn is None:
         with chunk_size(choice.chunk):
             y = winograd_forward(x, w, b, pads, out_hw, relu=relu, pool=fuse)

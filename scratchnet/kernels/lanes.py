@@ -1,0 +1,274 @@
+"""A direct convolution with the output channels in the vector lanes (forward, float32,
+F a multiple of 32 or 48): R output pixels of one row × FV 16-channel vectors held in
+R·FV registers for the whole reduction over the taps, in NHWC throughout.
+
+This is ``blocked.py`` turned the other way round, and the layout oneDNN's AVX-512
+direct convolution uses: in HWIO the 16 filter values of one tap (p, q, c) for 16
+consecutive output channels are contiguous, and in NHWC so are the 16 channels of one
+output pixel. So per tap, FV vector loads of w and R broadcasts of input values feed R·FV
+FMAs::
+
+    acc[r, v] += w[p, q, c, f0 + 16v : +16] · xpad[n, i·s + p, (j0 + r)·s + q, c]
+
+and the result is stored straight into y[n, i, j0 + r, f0 : f0 + 16·FV] with the bias
+(and, for inference, a batch normalisation's affine and the ReLU) added: no wide grid,
+no garbage columns, no transpose. The input is zero-padded once per chunk of images, so
+no tap needs a bounds check.
+
+The register block is a Numba tuple of ``Vec16`` values, built and updated by two
+intrinsics (``_fma_block``, ``_store_block``) that unroll R and FV at compile time: the
+tuple is an SSA value, so its R·FV vectors stay in zmm registers across the tap loop
+(FV = 3, R = 7: 21 accumulators, 3 filter vectors, a broadcast; FV = 4 spills and is
+never used: F = 64 runs as two blocks of 2). Each multiply-add rounds once and the sum
+runs over the taps in (p, q, c) order, as in ``blocked.py``; the tests pin it against the
+reference like every candidate.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic
+
+from ._runtime import chosen_chunk, njit, parallel, scratch
+from .blocked import LANES, _VT, _address, vec16
+
+_FMA = ir.FunctionType(_VT, [_VT] * 3)
+
+
+@intrinsic
+def _zeros(typingctx, count):
+    """A tuple of ``count`` (a literal) zero vectors."""
+    if not isinstance(count, types.IntegerLiteral):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return context.make_tuple(builder, sig.return_type, [ir.Constant(_VT, None)] * sig.return_type.count)
+    return types.UniTuple(vec16, count.literal_value)(count), codegen
+
+
+def _i64(context, builder, sig, args, *which):
+    return [context.cast(builder, args[k], sig.args[k], types.int64) for k in which]
+
+
+@intrinsic
+def _fma_block(typingctx, acc, wf, wi, xf, xi, step, fv):
+    """acc[r·FV + v] + wf[wi + 16v : +16] · xf[xi + r·step] for r < R = len(acc) / FV and
+    v < FV (FV a literal): FV vector loads, R broadcasts, R·FV FMAs, rounded once each."""
+    if not isinstance(fv, types.IntegerLiteral):
+        return None
+    nv = fv.literal_value
+    nr = acc.count // nv
+
+    def codegen(context, builder, sig, args):
+        wi_, xi_, step_ = _i64(context, builder, sig, args, 2, 4, 5)
+        i64, i32 = ir.IntType(64), ir.IntType(32)
+        ws = [builder.load(_address(context, builder, sig.args[1], args[1], builder.add(wi_, ir.Constant(i64, LANES * v))),
+                           align=4) for v in range(nv)]
+        xdata = context.make_array(sig.args[3])(context, builder, args[3]).data
+        fma = cgutils.get_or_insert_function(builder.module, _FMA, "llvm.fma.v16f32")
+        undef = ir.Constant(_VT, ir.Undefined)
+        spread = ir.Constant(ir.VectorType(i32, LANES), [0] * LANES)
+        out = []
+        for r in range(nr):
+            xr = builder.load(builder.gep(xdata, [builder.add(xi_, builder.mul(step_, ir.Constant(i64, r)))]), align=4)
+            xb = builder.shuffle_vector(builder.insert_element(undef, xr, ir.Constant(i32, 0)), undef, spread)
+            out += [builder.call(fma, [ws[v], xb, builder.extract_value(args[0], r * nv + v)]) for v in range(nv)]
+        return context.make_tuple(builder, sig.return_type, out)
+    return acc(acc, wf, wi, xf, xi, step, fv), codegen
+
+
+
+@intrinsic
+def _pool_block(typingctx, acc, prev, fv):
+    """The 2 × 2 max-pool of a block's pixels, row by row: with ``prev`` None, the max of
+    each pixel pair (2r, 2r + 1) of ``acc`` (one output row); else the max of ``prev``'s
+    pairs and this row's two pixels, in that order. Each max is "take u if u > v", the
+    scan of ``pool._pool_forward`` (row-major, strict >: NaN behaves the same)."""
+    if not isinstance(fv, types.IntegerLiteral):
+        return None
+    nv = fv.literal_value
+    half = acc.count // nv // 2
+
+    def codegen(context, builder, sig, args):
+        def later(u, v):  # u if u > v else v
+            return builder.select(builder.fcmp_ordered(">", u, v), u, v)
+        out = []
+        for r in range(half):
+            for v in range(nv):
+                a, b = (builder.extract_value(args[0], (2 * r + k) * nv + v) for k in (0, 1))
+                if isinstance(sig.args[1], types.NoneType):
+                    out.append(later(b, a))
+                else:
+                    out.append(later(b, later(a, builder.extract_value(args[1], r * nv + v))))
+        return context.make_tuple(builder, sig.return_type, out)
+    return types.UniTuple(vec16, half * nv)(acc, prev, fv), codegen
+
+@intrinsic
+def _store_block(typingctx, yf, base, stride, acc, bias, mul, add, f0, count, affine, relu, fv):
+    """For r < count: yf[base + r·stride + 16v : +16] = acc[r·FV + v] + bias[f0 + 16v : +16],
+    then ·mul + add (same slices) if ``affine``, then 0 where <= 0 if ``relu`` (-0.0 -> +0.0,
+    NaN stays NaN, like ``activations._relu``)."""
+    if not isinstance(fv, types.IntegerLiteral):
+        return None
+    nv = fv.literal_value
+    nr = acc.count // nv
+
+    def codegen(context, builder, sig, args):
+        base_, stride_, f0_, count_ = _i64(context, builder, sig, args, 1, 2, 7, 8)
+        affine_, relu_ = args[9], args[10]
+        i64 = ir.IntType(64)
+        zero = ir.Constant(_VT, None)
+
+        def vectors(k):
+            return [builder.load(_address(context, builder, sig.args[k], args[k], builder.add(f0_, ir.Constant(i64, LANES * v))),
+                                 align=4) for v in range(nv)]
+        bs, ms, ads = vectors(4), vectors(5), vectors(6)
+        for r in range(nr):
+            with cgutils.if_likely(builder, builder.icmp_signed(">", count_, ir.Constant(i64, r))):
+                row = builder.add(base_, builder.mul(stride_, ir.Constant(i64, r)))
+                for v in range(nv):
+                    y = builder.fadd(builder.extract_value(args[3], r * nv + v), bs[v])
+                    y = builder.select(affine_, builder.fadd(builder.fmul(y, ms[v]), ads[v]), y)
+                    y = builder.select(relu_, builder.select(builder.fcmp_ordered("<=", y, zero), zero, y), y)
+                    builder.store(y, _address(context, builder, sig.args[0], args[0], builder.add(row, ir.Constant(i64, LANES * v))),
+                                  align=4)
+        return context.get_dummy_value()
+    return types.none(yf, base, stride, acc, bias, mul, add, f0, count, affine, relu, fv), codegen
+
+
+@njit
+def _pad(x, xq, n0, count, pt, pl):
+    """xq[m, pt + i, pl + j] = x[n0 + m, i, j] for m < count; zero around it."""
+    h, w = x.shape[1], x.shape[2]
+    for m in range(count):
+        xq[m] = 0
+        for i in range(h):
+            xq[m, pt + i, pl:pl + w] = x[n0 + m, i]
+
+
+@njit
+def _row_block(xf, wf, m, i, j0, f0, hp, wp, c, f_, kh, kw, s, fv, nacc):
+    """The register block of output row i, pixels j0.., channels f0.. of padded image m."""
+    acc = _zeros(nacc)
+    taps = kw * c
+    for p in range(kh):
+        xi = ((m * hp + i * s + p) * wp + j0 * s) * c
+        wi = p * taps * f_ + f0
+        for _ in range(taps):  # (q, c) of this kernel row: one run in xq and in w
+            acc = _fma_block(acc, wf, wi, xf, xi, s * c, fv)
+            wi += f_
+            xi += 1
+    return acc
+
+
+@njit
+def _convolve(xq, wf, bias, mul, add, affine, relu, pool, y, n0, count, kh, kw, s, fv, nacc):
+    """y[n0 + m, i, j, f] (m < count) = Σ_{p, q, c} w[p, q, c, f] · xq[m, i·s + p, j·s + q, c] + bias[f],
+    then the epilogue of ``_store_block``; blocks of R = nacc / fv pixels × 16·fv channels.
+    ``pool`` (R even, y [N, Ho/2, Wo/2, F]): each pair of rows 2 × 2 max-pooled before the
+    bias, which commutes with the max (rounding is monotone), as ``blocked.py`` does."""
+    numba.literally(fv)
+    numba.literally(nacc)
+    ho, wo, f_ = y.shape[1], y.shape[2], y.shape[3]
+    hp, wp, c = xq.shape[1], xq.shape[2], xq.shape[3]
+    xf, yf = xq.reshape(-1), y.reshape(-1)
+    pixels = nacc // fv
+    for m in range(count):
+        for i in range(ho):
+            for f0 in range(0, f_, LANES * fv):
+                for j0 in range(0, 2 * wo if pool else wo, pixels):
+                    base = (((n0 + m) * ho + i) * wo) * f_ + f0
+                    if pool:
+                        top = _pool_block(_row_block(xf, wf, m, 2 * i, j0, f0, hp, wp, c, f_, kh, kw, s, fv, nacc), None, fv)
+                        out = _pool_block(_row_block(xf, wf, m, 2 * i + 1, j0, f0, hp, wp, c, f_, kh, kw, s, fv, nacc), top, fv)
+                        _store_block(yf, base + j0 // 2 * f_, f_, out, bias, mul, add, f0, min(pixels // 2, wo - j0 // 2),
+                                     affine, relu, fv)
+                    else:
+                        acc = _row_block(xf, wf, m, i, j0, f0, hp, wp, c, f_, kh, kw, s, fv, nacc)
+                        _store_block(yf, base + j0 * f_, f_, acc, bias, mul, add, f0, min(pixels, wo - j0), affine, relu, fv)
+
+
+# The register blocks (FV vectors × R pixels) compiled: Numba specialises _convolve on the
+# literal FV and R·FV only when they arrive as constants from jitted code (a literal
+# dispatch from Python re-enters the compiler on every call, ~40 ms).
+@njit
+def _convolve_3x7(xq, wf, bias, mul, add, affine, relu, pool, y, n0, count, kh, kw, s):
+    _convolve(xq, wf, bias, mul, add, affine, relu, pool, y, n0, count, kh, kw, s, 3, 21)
+
+
+@njit
+def _convolve_2x7(xq, wf, bias, mul, add, affine, relu, pool, y, n0, count, kh, kw, s):
+    _convolve(xq, wf, bias, mul, add, affine, relu, pool, y, n0, count, kh, kw, s, 2, 14)
+
+
+@njit
+def _convolve_2x14(xq, wf, bias, mul, add, affine, relu, pool, y, n0, count, kh, kw, s):
+    _convolve(xq, wf, bias, mul, add, affine, relu, pool, y, n0, count, kh, kw, s, 2, 28)
+
+
+def fits(f: int, dtype) -> bool:
+    """Whether the kernel applies: float32, F a whole number of 2- or 3-vector blocks."""
+    return np.dtype(dtype) == np.float32 and (f % 32 == 0 or f % 48 == 0)
+
+
+def register_block(f: int, wo: int) -> tuple[int, int]:
+    """(FV, R): 3 vectors × 7 pixels where F is a multiple of 48, else 2 vectors × 14 pixels
+    where the row is a multiple of 14, else 2 × 7 (so the recipes' rows of 7, 14 and 28
+    pixels split into whole blocks)."""
+    if f % 48 == 0:
+        return 3, 7
+    return (2, 14) if wo % 14 == 0 else (2, 7)
+
+
+_KERNELS = {(3, 7): _convolve_3x7, (2, 7): _convolve_2x7, (2, 14): _convolve_2x14}
+TARGET_BYTES = 1 << 19  # padded images of one chunk: ~512 KB, L2-resident
+
+
+def padded_shape(h, w, c, kh, kw, stride, out_hw, pixels) -> tuple[int, int, int]:
+    """(Hp, Wp, C) of a padded image: every tap of every computed pixel inside it (the
+    last block of a row computes up to R - 1 pixels past Wo, which are not stored)."""
+    ho, wo = out_hw
+    return (ho - 1) * stride + kh, (-(-wo // pixels) * pixels - 1) * stride + kw, c
+
+
+def poolable(f: int, out_hw) -> bool:
+    """Whether the forward can take a 2 × 2 max-pool of stride 2 (``fused.pool_fusable``'s
+    even output): its pixel blocks must be of even length."""
+    return out_hw[0] % 2 == 0 and register_block(f, out_hw[1])[1] % 2 == 0
+
+
+def images_per_chunk(padded) -> int:
+    return chosen_chunk() or max(1, TARGET_BYTES // (4 * int(np.prod(padded))))
+
+
+def lanes_forward(x, w, b, stride, pads, out_hw, *, affine=None, relu=False, pool=False):
+    """y [N, Ho, Wo, F] = conv(x, w) + b, float32 (``fits``), by register blocks (see the
+    module docstring); each worker takes whole images, a chunk at a time. Inference can
+    fuse the layers after it into the store of y: ``affine`` = (mul, add) [F] a batch
+    normalisation with fixed statistics, y·mul + add; ``relu`` max(y, 0); ``pool`` (not with
+    ``affine``; where ``poolable``) a 2 × 2 max-pool of stride 2, y then [N, Ho/2, Wo/2, F]."""
+    n, h, wd, c = x.shape
+    kh, kw, _, f = w.shape
+    ho, wo = out_hw
+    fv, pixels = register_block(f, wo)
+    assert not (pool and (affine is not None or not poolable(f, out_hw))), "pool: even rows of 14-pixel blocks, no affine"
+    padded = padded_shape(h, wd, c, kh, kw, stride, out_hw, pixels)
+    wf = np.ascontiguousarray(w, np.float32).reshape(-1)
+    bias = np.zeros(f, np.float32) if b is None else np.ascontiguousarray(b, np.float32)
+    mul, add = ((np.ascontiguousarray(a, np.float32) for a in affine) if affine is not None
+                else (np.ones(f, np.float32), np.zeros(f, np.float32)))
+    y = np.empty((n, ho // 2, wo // 2, f) if pool else (n, ho, wo, f), np.float32)
+    per = images_per_chunk(padded)
+
+    def work(a, e):
+        xq = scratch("lanes_padded", (per, *padded), np.float32)
+        for s0 in range(a, e, per):
+            m = min(per, e - s0)
+            _pad(x, xq, s0, m, pads[0][0], pads[1][0])
+            _KERNELS[fv, pixels](xq, wf, bias, mul, add, affine is not None, relu, pool, y, s0, m, kh, kw, stride)
+
+    parallel(work, n)
+    return y
