@@ -11,11 +11,13 @@ conv2d_*                  chunked NHWC im2col (Numba, contiguous runs) + one-thr
                           algorithm and chunk size measured fastest on this machine where
                           ``tuning`` has a measurement (``scratchnet tune``), including
                           a register-blocked direct forward and filter gradient in explicit
-                          16-lane vectors (``blocked.py``, float32) where they measure fastest;
+                          16-lane vectors (``blocked.py``, float32) and a direct forward with
+                          the channels in the lanes (``lanes.py``, float32, F a multiple of
+                          32 or 48) where they measure fastest;
                           ``conv2d_backward_params`` skips dX for a first layer
 *_infer                   ``conv2d_infer``, ``dense_infer`` (``fused.py``): inference through
-                          the BatchNorm, ReLU and max-pool after the layer; the blocked
-                          forward applies them as it writes y, Winograd takes the ReLU and
+                          the BatchNorm, ReLU and max-pool after the layer; the blocked and
+                          lanes forwards apply them as they write y, Winograd takes the ReLU and
                           pool into its output transform, the others one sweep after it
 max_pool_*                one Numba pass writing max and uint8 argmax; backward writes dx once
                           when the windows tile the input, else scatters through the argmax;

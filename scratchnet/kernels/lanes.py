@@ -106,6 +106,7 @@ def _pool_block(typingctx, acc, prev, fv):
         return context.make_tuple(builder, sig.return_type, out)
     return types.UniTuple(vec16, half * nv)(acc, prev, fv), codegen
 
+
 @intrinsic
 def _store_block(typingctx, yf, base, stride, acc, bias, mul, add, f0, count, affine, relu, fv):
     """For r < count: yf[base + r·stride + 16v : +16] = acc[r·FV + v] + bias[f0 + 16v : +16],
