@@ -45,11 +45,11 @@ Backward, with dY [N, Ho, Wo, F] seen as a matrix [N·Ho·Wo, F]:
 Which of these runs (and with which chunk size) is decided per layer shape by ``choose``:
 by measurement on this machine where ``kernels.tuning`` has a cached result (``scratchnet
 tune``, or ``SCRATCHNET_TUNE=1`` at first use), else by the built-in rules above
-(``_builtin``). Two forward candidates and one filter-gradient candidate are never
-built-in rules: ``blocked`` (``blocked.py``), a direct convolution (and its filter
+(``_builtin``). Two forward and two filter-gradient candidates are never built-in
+rules: ``blocked`` (``blocked.py``), a direct convolution (and its filter
 gradient) in explicit 16-lane float32 vector registers, which wins on the narrow layers
-where it is measured, and ``lanes`` (``lanes.py``), a direct forward with the output
-channels in the vector lanes, for F a multiple of 32 or 48.
+where it is measured, and ``lanes`` (``lanes.py``), a direct forward (and filter gradient)
+with the output channels in the vector lanes, for F a multiple of 32 or 48.
 Every candidate computes the same convolution (``tests/test_tuning.py``), rounded its own
 way: a measured chunk size also cuts dW's sum into other parts. Where results must round
 the same on every machine, "untuned" keeps the built-in choices.
@@ -67,7 +67,7 @@ from ..ops.conv import spatial_geometry
 from . import tuning
 from ._runtime import blas_single, chosen_chunk, chunk_size, njit, parallel, parallel_sum, scratch
 from .blocked import blocked_filter_grad, blocked_forward
-from .lanes import lanes_forward
+from .lanes import lanes_filter_grad, lanes_forward
 from .tuning import Choice, conv_key
 from .winograd import use_winograd, winograd_backward, winograd_forward
 
@@ -110,11 +110,12 @@ def conv_algorithm(name: str):
 #        register-blocked direct convolution, ``blocked.py``; only where measured fastest),
 #        lanes (float32, F a multiple of 32 or 48: channels in the lanes, ``lanes.py``; the same)
 #   dx   col2im (dcol = dY @ W2ᵀ, scatter), flipped (dX as a convolution of dY; -t: yᵀ), winograd
-#   dw   im2col, wide, winograd, blocked (float32: 4 taps × 4 channels in registers, reduced over pixels)
+#   dw   im2col, wide, winograd, blocked (float32: 4 taps × 4 channels in registers, reduced over pixels),
+#        lanes (float32: 8 or 12 input channels × 2 or 3 output-channel vectors, the same)
 #   bwd  winograd (dx and dw in one pass, sharing dY's transform) or split (dx and dw apart)
 ALGORITHMS = {"fwd": ("im2col", "im2col-t", "wide", "winograd", "blocked", "lanes"),
               "dx": ("col2im", "flipped", "flipped-t", "winograd"),
-              "dw": ("im2col", "wide", "winograd", "blocked"),
+              "dw": ("im2col", "wide", "winograd", "blocked", "lanes"),
               "bwd": ("winograd", "split")}
 
 
@@ -564,6 +565,8 @@ def filter_grad_with(choice: Choice, dy, cache):
             return winograd_backward(x, w, dy, pads, out_hw, need_dx=False)[1]
         if choice.algorithm == "blocked":
             return blocked_filter_grad(x, dy, kh, kw, stride, pads, out_hw)
+        if choice.algorithm == "lanes":
+            return lanes_filter_grad(x, dy, kh, kw, stride, pads, out_hw)
         if choice.algorithm == "wide":
             return _filter_grad_wide(x, dy, kh, kw, stride, pads[0][0], pads[1][0], out_hw).reshape(w.shape)
         assert choice.algorithm == "im2col", choice

@@ -1,5 +1,6 @@
-"""A direct convolution with the output channels in the vector lanes (forward, float32,
-F a multiple of 32 or 48): R output pixels of one row × FV 16-channel vectors held in
+"""A direct convolution with the output channels in the vector lanes (float32, F a
+multiple of 32 or 48; forward, and the filter gradient where C is a multiple of 8 or 12):
+R output pixels of one row × FV 16-channel vectors held in
 R·FV registers for the whole reduction over the taps, in NHWC throughout.
 
 This is ``blocked.py`` turned the other way round, and the layout oneDNN's AVX-512
@@ -32,7 +33,7 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-from ._runtime import chosen_chunk, njit, parallel, scratch
+from ._runtime import chosen_chunk, njit, parallel, parallel_sum, scratch
 from .blocked import LANES, _VT, _address, vec16
 
 _FMA = ir.FunctionType(_VT, [_VT] * 3)
@@ -140,6 +141,45 @@ def _store_block(typingctx, yf, base, stride, acc, bias, mul, add, f0, count, af
     return types.none(yf, base, stride, acc, bias, mul, add, f0, count, affine, relu, fv), codegen
 
 
+
+def _block_address(context, builder, sig, args, r, v):
+    """&arr[base + r·stride + 16v] for an intrinsic's (arr, base, stride, ...) arguments."""
+    base_, stride_ = _i64(context, builder, sig, args, 1, 2)
+    i64 = ir.IntType(64)
+    index = builder.add(builder.add(base_, builder.mul(stride_, ir.Constant(i64, r))), ir.Constant(i64, LANES * v))
+    return _address(context, builder, sig.args[0], args[0], index)
+
+
+@intrinsic
+def _load_block(typingctx, arr, base, stride, count, fv):
+    """The tuple (arr[base + r·stride + 16v : +16] for r < count / FV, v < FV), both literals."""
+    if not isinstance(fv, types.IntegerLiteral) or not isinstance(count, types.IntegerLiteral):
+        return None
+    nv = fv.literal_value
+    nr = count.literal_value // nv
+
+    def codegen(context, builder, sig, args):
+        return context.make_tuple(builder, sig.return_type, [
+            builder.load(_block_address(context, builder, sig, args, r, v), align=4) for r in range(nr) for v in range(nv)])
+    return types.UniTuple(vec16, nr * nv)(arr, base, stride, count, fv), codegen
+
+
+@intrinsic
+def _save_block(typingctx, arr, base, stride, acc, fv):
+    """arr[base + r·stride + 16v : +16] = acc[r·FV + v], the inverse of ``_load_block``."""
+    if not isinstance(fv, types.IntegerLiteral):
+        return None
+    nv = fv.literal_value
+    nr = acc.count // nv
+
+    def codegen(context, builder, sig, args):
+        for r in range(nr):
+            for v in range(nv):
+                builder.store(builder.extract_value(args[3], r * nv + v), _block_address(context, builder, sig, args, r, v),
+                              align=4)
+        return context.get_dummy_value()
+    return types.none(arr, base, stride, acc, fv), codegen
+
 @njit
 def _pad(x, xq, n0, count, pt, pl):
     """xq[m, pt + i, pl + j] = x[n0 + m, i, j] for m < count; zero around it."""
@@ -211,7 +251,7 @@ def _convolve_2x14(xq, wf, bias, mul, add, affine, relu, pool, y, n0, count, kh,
 
 
 def fits(f: int, dtype) -> bool:
-    """Whether the kernel applies: float32, F a whole number of 2- or 3-vector blocks."""
+    """Whether the forward applies: float32, F a whole number of 2- or 3-vector blocks."""
     return np.dtype(dtype) == np.float32 and (f % 32 == 0 or f % 48 == 0)
 
 
@@ -228,11 +268,13 @@ _KERNELS = {(3, 7): _convolve_3x7, (2, 7): _convolve_2x7, (2, 14): _convolve_2x1
 TARGET_BYTES = 1 << 19  # padded images of one chunk: ~512 KB, L2-resident
 
 
-def padded_shape(h, w, c, kh, kw, stride, out_hw, pixels) -> tuple[int, int, int]:
-    """(Hp, Wp, C) of a padded image: every tap of every computed pixel inside it (the
-    last block of a row computes up to R - 1 pixels past Wo, which are not stored)."""
+def padded_shape(h, w, c, kh, kw, stride, top_left, out_hw, pixels) -> tuple[int, int, int]:
+    """(Hp, Wp, C) of a padded image: the image at ``top_left`` = (pt, pl) and every tap of
+    every computed pixel inside it (the last block of a row computes up to R - 1 pixels
+    past Wo, which are not stored)."""
     ho, wo = out_hw
-    return (ho - 1) * stride + kh, (-(-wo // pixels) * pixels - 1) * stride + kw, c
+    return (max((ho - 1) * stride + kh, top_left[0] + h),
+            max((-(-wo // pixels) * pixels - 1) * stride + kw, top_left[1] + w), c)
 
 
 def poolable(f: int, out_hw) -> bool:
@@ -256,7 +298,7 @@ def lanes_forward(x, w, b, stride, pads, out_hw, *, affine=None, relu=False, poo
     ho, wo = out_hw
     fv, pixels = register_block(f, wo)
     assert not (pool and (affine is not None or not poolable(f, out_hw))), "pool: even rows of 14-pixel blocks, no affine"
-    padded = padded_shape(h, wd, c, kh, kw, stride, out_hw, pixels)
+    padded = padded_shape(h, wd, c, kh, kw, stride, (pads[0][0], pads[1][0]), out_hw, pixels)
     wf = np.ascontiguousarray(w, np.float32).reshape(-1)
     bias = np.zeros(f, np.float32) if b is None else np.ascontiguousarray(b, np.float32)
     mul, add = ((np.ascontiguousarray(a, np.float32) for a in affine) if affine is not None
@@ -273,3 +315,97 @@ def lanes_forward(x, w, b, stride, pads, out_hw, *, affine=None, relu=False, poo
 
     parallel(work, n)
     return y
+
+
+# --- the filter gradient: RC input channels × FV output-channel vectors, reduced over pixels ----
+#
+#     dw[p, q, c0 + r, f0 + 16v : +16] += Σ_{n, i, j} xpad[n, i·s + p, j·s + q, c0 + r] · dy[n, i, j, f0 + 16v : +16]
+#
+# The same block turned into a reduction: per output pixel, FV vector loads of dy (its F
+# channels are contiguous in NHWC), RC broadcasts of x (its C channels too) and RC·FV
+# FMAs; the block stays in registers over every pixel of a chunk of images and goes to
+# memory once per chunk and tap. A GEMM over K = pixels, with neither factor copied.
+
+@njit
+def _filter_grad(xq, dy, part, n0, count, kh, kw, s, fv, nacc):
+    """part [(p·KW + q)·C + c, f] += the sum above over images n0..n0 + count (xq their
+    padded copies), in blocks of RC = nacc / fv channels × 16·fv output channels."""
+    numba.literally(fv)
+    numba.literally(nacc)
+    ho, wo, f_ = dy.shape[1], dy.shape[2], dy.shape[3]
+    hp, wp, c = xq.shape[1], xq.shape[2], xq.shape[3]
+    xf, df = xq.reshape(-1), dy.reshape(-1)
+    for p in range(kh):
+        for q in range(kw):
+            for c0 in range(0, c, nacc // fv):
+                for f0 in range(0, f_, LANES * fv):
+                    base = ((p * kw + q) * c + c0) * f_ + f0
+                    acc = _load_block(part, base, f_, nacc, fv)
+                    for m in range(count):
+                        for i in range(ho):
+                            xi = ((m * hp + i * s + p) * wp + q) * c + c0
+                            di = (((n0 + m) * ho + i) * wo) * f_ + f0
+                            for _ in range(wo):
+                                acc = _fma_block(acc, df, di, xf, xi, 1, fv)
+                                xi += s * c
+                                di += f_
+                    _save_block(part, base, f_, acc, fv)
+
+
+@njit
+def _filter_grad_3x8(xq, dy, part, n0, count, kh, kw, s):
+    _filter_grad(xq, dy, part, n0, count, kh, kw, s, 3, 24)
+
+
+@njit
+def _filter_grad_2x12(xq, dy, part, n0, count, kh, kw, s):
+    _filter_grad(xq, dy, part, n0, count, kh, kw, s, 2, 24)
+
+
+@njit
+def _filter_grad_2x8(xq, dy, part, n0, count, kh, kw, s):
+    _filter_grad(xq, dy, part, n0, count, kh, kw, s, 2, 16)
+
+
+_FILTER_KERNELS = {(3, 8): _filter_grad_3x8, (2, 12): _filter_grad_2x12, (2, 8): _filter_grad_2x8}
+
+
+def filter_block(c: int, f: int) -> tuple[int, int] | None:
+    """(FV, RC) of the filter gradient's register block (24 or 16 accumulators), or None
+    where C and F do not split into whole blocks."""
+    if f % 48 == 0 and c % 8 == 0:
+        return 3, 8
+    if f % 32 == 0 and c % 12 == 0:
+        return 2, 12
+    return (2, 8) if f % 32 == 0 and c % 8 == 0 else None
+
+
+def fits_filter_grad(c: int, f: int, dtype) -> bool:
+    return np.dtype(dtype) == np.float32 and filter_block(c, f) is not None
+
+
+def filter_images_per_chunk(padded, out_hw, f) -> int:
+    """Images per chunk: their padded copies and dy ~TARGET_BYTES, unless a tuned choice set it."""
+    return chosen_chunk() or max(1, TARGET_BYTES // (4 * (int(np.prod(padded)) + out_hw[0] * out_hw[1] * f)))
+
+
+def lanes_filter_grad(x, dy, kh, kw, stride, pads, out_hw):
+    """dw [KH, KW, C, F] of the convolution, float32 (``fits_filter_grad``), by register
+    blocks (see above); the images are summed in parts fixed by the shape (``parallel_sum``)."""
+    n, h, wd, c = x.shape
+    f = dy.shape[3]
+    padded = padded_shape(h, wd, c, kh, kw, stride, (pads[0][0], pads[1][0]), out_hw, 1)
+    kernel = _FILTER_KERNELS[filter_block(c, f)]
+    dy = np.ascontiguousarray(dy, np.float32)
+    per = filter_images_per_chunk(padded, out_hw, f)
+
+    def work(a, e):
+        xq = scratch("lanes_padded", (per, *padded), np.float32)
+        part = np.zeros(kh * kw * c * f, np.float32)
+        for s0 in range(a, e, per):
+            m = min(per, e - s0)
+            _pad(x, xq, s0, m, pads[0][0], pads[1][0])
+            kernel(xq, dy, part, s0, m, kh, kw, stride)
+        return part
+
+    return parallel_sum(work, n, per).reshape(kh, kw, c, f)

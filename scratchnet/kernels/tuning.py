@@ -60,7 +60,7 @@ import numpy as np
 from ..cpu import cpuinfo, model_name
 from ._runtime import CACHE_DIR, NUM_THREADS
 
-KERNEL_VERSION = 5  # bump when a kernel's speed changes enough to void earlier measurements
+KERNEL_VERSION = 6  # bump when a kernel's speed changes enough to void earlier measurements
 FORMAT = 2  # 2: "ms" holds the fastest round, "median_ms" the median
 PASSES = ("fwd", "dx", "dw", "bwd")
 REPEATS = 5
@@ -138,9 +138,9 @@ def _applicable(pass_: str, key: tuple) -> dict[str, tuple[int, int]]:
     from .blocked import geometry as blocked_geometry
     from .blocked import images_per_chunk
     from .conv import WIDE_MAX_CHANNELS, _chunk_rows, _wide_chunks
+    from .lanes import filter_images_per_chunk, fits_filter_grad, padded_shape, register_block
     from .lanes import fits as lanes_fit
     from .lanes import images_per_chunk as lanes_images
-    from .lanes import padded_shape, register_block
     from .winograd import M_OUT, TILES_PER_CHUNK, winograd_applies
     if pass_ not in PASSES:
         raise ValueError(f"unknown pass {pass_!r}; one of {PASSES}")
@@ -165,7 +165,9 @@ def _applicable(pass_: str, key: tuple) -> dict[str, tuple[int, int]]:
     if pass_ in ("fwd", "dw") and dtype == np.float32:  # 16 float32 lanes per register
         out["blocked"] = images_per_chunk(blocked_geometry(c, kh, kw, f, s, ho, wo)), share
     if pass_ == "fwd" and lanes_fit(f, dtype):
-        out["lanes"] = lanes_images(padded_shape(h, w, c, kh, kw, s, (ho, wo), register_block(f, wo)[1])), share
+        out["lanes"] = lanes_images(padded_shape(h, w, c, kh, kw, s, key[8][::2], (ho, wo), register_block(f, wo)[1])), share
+    if pass_ == "dw" and fits_filter_grad(c, f, dtype):
+        out["lanes"] = filter_images_per_chunk(padded_shape(h, w, c, kh, kw, s, key[8][::2], (ho, wo), 1), (ho, wo), f), share
     if pass_ in ("fwd", "dw") and c <= WIDE_MAX_CHANNELS:
         out["wide"] = wide
     if winograd_applies(kh, kw, c, f, s):
