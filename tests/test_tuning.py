@@ -25,6 +25,7 @@ import pytest
 import scratchnet.kernels as fast
 import scratchnet.ops as ref
 from scratchnet.kernels import conv, tuning
+from scratchnet.kernels.lanes import fits as lanes_fit
 from scratchnet.kernels.tuning import PASSES, Choice, Store, candidates, conv_key, key_text, runner
 from scratchnet.ops.conv import spatial_geometry
 
@@ -342,8 +343,8 @@ def test_tune_command_refuses_an_unknown_recipe(tmp_path):
 
 
 def test_the_register_blocked_kernels_are_float32_candidates_only():
-    """``blocked`` (forward and filter gradient) and ``lanes`` (forward for F a multiple of 32
-    or 48, filter gradient where C is also a multiple of 8 or 12) hold 16 float32 lanes per
+    """``blocked`` (forward and filter gradient) and ``lanes`` (forward for F ≥ 24 a multiple
+    of 8, filter gradient for F a multiple of 32 or 48 and C of 8 or 12) hold 16 float32 lanes per
     register: timed (and pinned above) in float32, never offered in float64."""
     for dtype, offered in ((np.float32, True), (np.float64, False)):
         key, _, _ = setup((2, 28, 28, 6, 5, 5, 12, 2, "SAME"), dtype)
@@ -351,10 +352,10 @@ def test_the_register_blocked_kernels_are_float32_candidates_only():
             assert ("blocked" in {c.algorithm for c in candidates(pass_, key)}) is offered
         assert "blocked" not in {c.algorithm for p in ("dx", "bwd") for c in candidates(p, key)}
         assert "lanes" not in {c.algorithm for p in PASSES for c in candidates(p, key)}  # F = 12
-        for c, f in ((8, 32), (8, 48), (12, 64), (16, 96), (4, 32)):
+        for c, f in ((8, 32), (8, 48), (12, 64), (16, 96), (4, 32), (8, 24), (8, 40)):
             key, _, _ = setup((2, 14, 14, c, 3, 3, f, 1, "SAME"), dtype)
             assert ("lanes" in {c.algorithm for c in candidates("fwd", key)}) is offered
-            assert ("lanes" in {c.algorithm for c in candidates("dw", key)}) is (offered and c != 4)
+            assert ("lanes" in {c.algorithm for c in candidates("dw", key)}) is (offered and c != 4 and f % 16 == 0)
             assert "lanes" not in {c.algorithm for p in ("dx", "bwd") for c in candidates(p, key)}
 
 
@@ -386,7 +387,7 @@ FUSED_CASES = [(3, 28, 28, 1, 5, 5, 32, 1, "SAME"), (2, 28, 28, 1, 6, 6, 24, 1, 
 
 
 @pytest.mark.parametrize("case, forward", [(c, f) for c in FUSED_CASES for f in ("blocked", "lanes", "built-in")
-                                           if f != "lanes" or c[6] % 32 == 0 or c[6] % 48 == 0],
+                                           if f != "lanes" or lanes_fit(c[6], np.float32)],
                          ids=lambda c: f"{c[1]}x{c[2]}x{c[3]}-{c[4]}x{c[5]}to{c[6]}-s{c[7]}" if isinstance(c, tuple) else c)
 def test_the_fused_inference_op_equals_its_ops_one_by_one(empty_store, monkeypatch, case, forward):
     """``conv2d_infer`` (conv + bias, batch normalisation, ReLU, max-pool as one op) gives

@@ -1,5 +1,6 @@
-"""A direct convolution with the output channels in the vector lanes (float32, F a
-multiple of 32 or 48; forward, and the filter gradient where C is a multiple of 8 or 12):
+"""A direct convolution with the output channels in the vector lanes (float32; the
+forward for F ≥ 24 a multiple of 8, the filter gradient for F a multiple of 32 or 48 and C
+of 8 or 12):
 R output pixels of one row × FV 16-channel vectors held in
 R·FV registers for the whole reduction over the taps, in NHWC throughout.
 
@@ -112,7 +113,9 @@ def _pool_block(typingctx, acc, prev, fv):
 def _store_block(typingctx, yf, base, stride, acc, bias, mul, add, f0, count, affine, relu, fv):
     """For r < count: yf[base + r·stride + 16v : +16] = acc[r·FV + v] + bias[f0 + 16v : +16],
     then ·mul + add (same slices) if ``affine``, then 0 where <= 0 if ``relu`` (-0.0 -> +0.0,
-    NaN stays NaN, like ``activations._relu``)."""
+    NaN stays NaN, like ``activations._relu``). Only the channels below F = ``stride`` are
+    stored: a vector that reaches past F by 8 lanes stores its low 8 (F a multiple of 8;
+    bias, mul and add are padded to whole vectors)."""
     if not isinstance(fv, types.IntegerLiteral):
         return None
     nv = fv.literal_value
@@ -123,6 +126,8 @@ def _store_block(typingctx, yf, base, stride, acc, bias, mul, add, f0, count, af
         affine_, relu_ = args[9], args[10]
         i64 = ir.IntType(64)
         zero = ir.Constant(_VT, None)
+        low = ir.Constant(ir.VectorType(ir.IntType(32), LANES // 2), list(range(LANES // 2)))
+        half = ir.VectorType(ir.FloatType(), LANES // 2)
 
         def vectors(k):
             return [builder.load(_address(context, builder, sig.args[k], args[k], builder.add(f0_, ir.Constant(i64, LANES * v))),
@@ -135,12 +140,16 @@ def _store_block(typingctx, yf, base, stride, acc, bias, mul, add, f0, count, af
                     y = builder.fadd(builder.extract_value(args[3], r * nv + v), bs[v])
                     y = builder.select(affine_, builder.fadd(builder.fmul(y, ms[v]), ads[v]), y)
                     y = builder.select(relu_, builder.select(builder.fcmp_ordered("<=", y, zero), zero, y), y)
-                    builder.store(y, _address(context, builder, sig.args[0], args[0], builder.add(row, ir.Constant(i64, LANES * v))),
-                                  align=4)
+                    at = _address(context, builder, sig.args[0], args[0], builder.add(row, ir.Constant(i64, LANES * v)))
+                    valid = builder.sub(stride_, builder.add(f0_, ir.Constant(i64, LANES * v)))  # channels left
+                    with builder.if_else(builder.icmp_signed(">=", valid, ir.Constant(i64, LANES))) as (whole, part):
+                        with whole:
+                            builder.store(y, at, align=4)
+                        with part:
+                            with builder.if_then(builder.icmp_signed(">=", valid, ir.Constant(i64, LANES // 2))):
+                                builder.store(builder.shuffle_vector(y, y, low), builder.bitcast(at, half.as_pointer()), align=4)
         return context.get_dummy_value()
     return types.none(yf, base, stride, acc, bias, mul, add, f0, count, affine, relu, fv), codegen
-
-
 
 def _block_address(context, builder, sig, args, r, v):
     """&arr[base + r·stride + 16v] for an intrinsic's (arr, base, stride, ...) arguments."""
@@ -191,16 +200,17 @@ def _pad(x, xq, n0, count, pt, pl):
 
 
 @njit
-def _row_block(xf, wf, m, i, j0, f0, hp, wp, c, f_, kh, kw, s, fv, nacc):
-    """The register block of output row i, pixels j0.., channels f0.. of padded image m."""
+def _row_block(xf, wf, m, i, j0, f0, hp, wp, c, fp, kh, kw, s, fv, nacc):
+    """The register block of output row i, pixels j0.., channels f0.. of padded image m
+    (wf: the filter with Fp = ``fp`` channels)."""
     acc = _zeros(nacc)
     taps = kw * c
     for p in range(kh):
         xi = ((m * hp + i * s + p) * wp + j0 * s) * c
-        wi = p * taps * f_ + f0
+        wi = p * taps * fp + f0
         for _ in range(taps):  # (q, c) of this kernel row: one run in xq and in w
             acc = _fma_block(acc, wf, wi, xf, xi, s * c, fv)
-            wi += f_
+            wi += fp
             xi += 1
     return acc
 
@@ -208,27 +218,27 @@ def _row_block(xf, wf, m, i, j0, f0, hp, wp, c, f_, kh, kw, s, fv, nacc):
 @njit
 def _convolve(xq, wf, bias, mul, add, affine, relu, pool, y, n0, count, kh, kw, s, fv, nacc):
     """y[n0 + m, i, j, f] (m < count) = Σ_{p, q, c} w[p, q, c, f] · xq[m, i·s + p, j·s + q, c] + bias[f],
-    then the epilogue of ``_store_block``; blocks of R = nacc / fv pixels × 16·fv channels.
-    ``pool`` (R even, y [N, Ho/2, Wo/2, F]): each pair of rows 2 × 2 max-pooled before the
+    then the epilogue of ``_store_block``; blocks of R = nacc / fv pixels × 16·fv channels
+    (wf, bias, mul and add padded with zeros to Fp, a whole number of blocks). ``pool`` (R even, y [N, Ho/2, Wo/2, F]): each pair of rows 2 × 2 max-pooled before the
     bias, which commutes with the max (rounding is monotone), as ``blocked.py`` does."""
     numba.literally(fv)
     numba.literally(nacc)
     ho, wo, f_ = y.shape[1], y.shape[2], y.shape[3]
     hp, wp, c = xq.shape[1], xq.shape[2], xq.shape[3]
     xf, yf = xq.reshape(-1), y.reshape(-1)
-    pixels = nacc // fv
+    pixels, fp = nacc // fv, bias.size
     for m in range(count):
         for i in range(ho):
-            for f0 in range(0, f_, LANES * fv):
+            for f0 in range(0, fp, LANES * fv):
                 for j0 in range(0, 2 * wo if pool else wo, pixels):
                     base = (((n0 + m) * ho + i) * wo) * f_ + f0
                     if pool:
-                        top = _pool_block(_row_block(xf, wf, m, 2 * i, j0, f0, hp, wp, c, f_, kh, kw, s, fv, nacc), None, fv)
-                        out = _pool_block(_row_block(xf, wf, m, 2 * i + 1, j0, f0, hp, wp, c, f_, kh, kw, s, fv, nacc), top, fv)
+                        top = _pool_block(_row_block(xf, wf, m, 2 * i, j0, f0, hp, wp, c, fp, kh, kw, s, fv, nacc), None, fv)
+                        out = _pool_block(_row_block(xf, wf, m, 2 * i + 1, j0, f0, hp, wp, c, fp, kh, kw, s, fv, nacc), top, fv)
                         _store_block(yf, base + j0 // 2 * f_, f_, out, bias, mul, add, f0, min(pixels // 2, wo - j0 // 2),
                                      affine, relu, fv)
                     else:
-                        acc = _row_block(xf, wf, m, i, j0, f0, hp, wp, c, f_, kh, kw, s, fv, nacc)
+                        acc = _row_block(xf, wf, m, i, j0, f0, hp, wp, c, fp, kh, kw, s, fv, nacc)
                         _store_block(yf, base + j0 * f_, f_, acc, bias, mul, add, f0, min(pixels, wo - j0), affine, relu, fv)
 
 
@@ -251,14 +261,15 @@ def _convolve_2x14(xq, wf, bias, mul, add, affine, relu, pool, y, n0, count, kh,
 
 
 def fits(f: int, dtype) -> bool:
-    """Whether the forward applies: float32, F a whole number of 2- or 3-vector blocks."""
-    return np.dtype(dtype) == np.float32 and (f % 32 == 0 or f % 48 == 0)
+    """Whether the forward applies: float32, F ≥ 24 a multiple of 8 (a block's last
+    vector holds 16 or 8 channels; F = 24 uses three quarters of its 32 lanes)."""
+    return np.dtype(dtype) == np.float32 and f >= 24 and f % 8 == 0
 
 
 def register_block(f: int, wo: int) -> tuple[int, int]:
-    """(FV, R): 3 vectors × 7 pixels where F is a multiple of 48, else 2 vectors × 14 pixels
-    where the row is a multiple of 14, else 2 × 7 (so the recipes' rows of 7, 14 and 28
-    pixels split into whole blocks)."""
+    """(FV, R): 3 vectors × 7 pixels where F is a multiple of 48, else 2 vectors (F padded
+    to a multiple of 32) × 14 pixels where the row is a multiple of 14, else 2 × 7 (so the
+    recipes' rows of 7, 14 and 28 pixels split into whole blocks)."""
     if f % 48 == 0:
         return 3, 7
     return (2, 14) if wo % 14 == 0 else (2, 7)
@@ -299,10 +310,16 @@ def lanes_forward(x, w, b, stride, pads, out_hw, *, affine=None, relu=False, poo
     fv, pixels = register_block(f, wo)
     assert not (pool and (affine is not None or not poolable(f, out_hw))), "pool: even rows of 14-pixel blocks, no affine"
     padded = padded_shape(h, wd, c, kh, kw, stride, (pads[0][0], pads[1][0]), out_hw, pixels)
-    wf = np.ascontiguousarray(w, np.float32).reshape(-1)
-    bias = np.zeros(f, np.float32) if b is None else np.ascontiguousarray(b, np.float32)
-    mul, add = ((np.ascontiguousarray(a, np.float32) for a in affine) if affine is not None
-                else (np.ones(f, np.float32), np.zeros(f, np.float32)))
+    fp = -(-f // (LANES * fv)) * LANES * fv
+    wf = np.zeros((kh, kw, c, fp), np.float32)
+    wf[..., :f] = w
+    vectors = np.zeros((3, fp), np.float32)  # bias, mul, add
+    vectors[1] = 1
+    if b is not None:
+        vectors[0, :f] = b
+    if affine is not None:
+        vectors[1:, :f] = affine
+    bias, mul, add = vectors
     y = np.empty((n, ho // 2, wo // 2, f) if pool else (n, ho, wo, f), np.float32)
     per = images_per_chunk(padded)
 
@@ -311,7 +328,7 @@ def lanes_forward(x, w, b, stride, pads, out_hw, *, affine=None, relu=False, poo
         for s0 in range(a, e, per):
             m = min(per, e - s0)
             _pad(x, xq, s0, m, pads[0][0], pads[1][0])
-            _KERNELS[fv, pixels](xq, wf, bias, mul, add, affine is not None, relu, pool, y, s0, m, kh, kw, stride)
+            _KERNELS[fv, pixels](xq, wf.reshape(-1), bias, mul, add, affine is not None, relu, pool, y, s0, m, kh, kw, stride)
 
     parallel(work, n)
     return y
