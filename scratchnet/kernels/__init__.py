@@ -13,7 +13,7 @@ conv2d_*                  chunked NHWC im2col (Numba, contiguous runs) + one-thr
                           a register-blocked direct forward and filter gradient in explicit
                           16-lane vectors (``blocked.py``, float32) and a direct forward with
                           the channels in the lanes and its filter gradient (``lanes.py``,
-                          float32, F ≥ 24) where they measure fastest;
+                          float32, F ≥ 8) where they measure fastest;
                           ``conv2d_backward_params`` skips dX for a first layer
 *_infer                   ``conv2d_infer``, ``dense_infer`` (``fused.py``): inference through
                           the BatchNorm, ReLU and max-pool after the layer; the blocked and

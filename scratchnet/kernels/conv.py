@@ -49,7 +49,7 @@ tune``, or ``SCRATCHNET_TUNE=1`` at first use), else by the built-in rules above
 rules: ``blocked`` (``blocked.py``), a direct convolution (and its filter
 gradient) in explicit 16-lane float32 vector registers, which wins on the narrow layers
 where it is measured, and ``lanes`` (``lanes.py``), a direct forward (and filter gradient)
-with the output channels in the vector lanes, for F ≥ 24 a multiple of 8.
+with the output channels in the vector lanes, for F ≥ 8.
 Every candidate computes the same convolution (``tests/test_tuning.py``), rounded its own
 way: a measured chunk size also cuts dW's sum into other parts. Where results must round
 the same on every machine, "untuned" keeps the built-in choices.
@@ -108,7 +108,7 @@ def conv_algorithm(name: str):
 # The candidates of each pass (``kernels.tuning.candidates`` lists those valid for a shape):
 #   fwd  im2col (y = col @ W2), im2col-t (yᵀ = W2ᵀ @ colᵀ), wide, winograd, blocked (float32:
 #        register-blocked direct convolution, ``blocked.py``; only where measured fastest),
-#        lanes (float32, F ≥ 24 a multiple of 8: channels in the lanes, ``lanes.py``; the same)
+#        lanes (float32, F ≥ 8: channels in the lanes, ``lanes.py``; the same)
 #   dx   col2im (dcol = dY @ W2ᵀ, scatter), flipped (dX as a convolution of dY; -t: yᵀ), winograd
 #   dw   im2col, wide, winograd, blocked (float32: 4 taps × 4 channels in registers, reduced over pixels),
 #        lanes (float32: 8 or 12 input channels × 2 or 3 output-channel vectors, the same)

@@ -1,5 +1,5 @@
 """A direct convolution with the output channels in the vector lanes (float32; the
-forward for F ≥ 24 a multiple of 8, the filter gradient for F a multiple of 32 or 48 and C
+forward for F ≥ 8, the filter gradient for F a multiple of 32 or 48 and C
 of 8 or 12):
 R output pixels of one row × FV 16-channel vectors held in
 R·FV registers for the whole reduction over the taps, in NHWC throughout.
@@ -114,7 +114,7 @@ def _store_block(typingctx, yf, base, stride, acc, bias, mul, add, f0, count, af
     """For r < count: yf[base + r·stride + 16v : +16] = acc[r·FV + v] + bias[f0 + 16v : +16],
     then ·mul + add (same slices) if ``affine``, then 0 where <= 0 if ``relu`` (-0.0 -> +0.0,
     NaN stays NaN, like ``activations._relu``). Only the channels below F = ``stride`` are
-    stored: a vector that reaches past F by 8 lanes stores its low 8 (F a multiple of 8;
+    stored: a vector that reaches past F stores its lanes below it (``llvm.masked.store``;
     bias, mul and add are padded to whole vectors)."""
     if not isinstance(fv, types.IntegerLiteral):
         return None
@@ -126,8 +126,11 @@ def _store_block(typingctx, yf, base, stride, acc, bias, mul, add, f0, count, af
         affine_, relu_ = args[9], args[10]
         i64 = ir.IntType(64)
         zero = ir.Constant(_VT, None)
-        low = ir.Constant(ir.VectorType(ir.IntType(32), LANES // 2), list(range(LANES // 2)))
-        half = ir.VectorType(ir.FloatType(), LANES // 2)
+        i32 = ir.IntType(32)
+        lanes = ir.VectorType(i32, LANES)
+        iota, undef = ir.Constant(lanes, list(range(LANES))), ir.Constant(lanes, ir.Undefined)
+        masked = cgutils.get_or_insert_function(builder.module, ir.FunctionType(
+            ir.VoidType(), [_VT, _VT.as_pointer(), i32, ir.VectorType(ir.IntType(1), LANES)]), "llvm.masked.store.v16f32.p0")
 
         def vectors(k):
             return [builder.load(_address(context, builder, sig.args[k], args[k], builder.add(f0_, ir.Constant(i64, LANES * v))),
@@ -146,8 +149,10 @@ def _store_block(typingctx, yf, base, stride, acc, bias, mul, add, f0, count, af
                         with whole:
                             builder.store(y, at, align=4)
                         with part:
-                            with builder.if_then(builder.icmp_signed(">=", valid, ir.Constant(i64, LANES // 2))):
-                                builder.store(builder.shuffle_vector(y, y, low), builder.bitcast(at, half.as_pointer()), align=4)
+                            with builder.if_then(builder.icmp_signed(">", valid, ir.Constant(i64, 0))):
+                                left = builder.insert_element(undef, builder.trunc(valid, i32), ir.Constant(i32, 0))
+                                mask = builder.icmp_unsigned("<", iota, builder.shuffle_vector(left, undef, ir.Constant(lanes, [0] * LANES)))
+                                builder.call(masked, [y, at, ir.Constant(i32, 4), mask])
         return context.get_dummy_value()
     return types.none(yf, base, stride, acc, bias, mul, add, f0, count, affine, relu, fv), codegen
 
@@ -246,6 +251,16 @@ def _convolve(xq, wf, bias, mul, add, affine, relu, pool, y, n0, count, kh, kw, 
 # literal FV and R·FV only when they arrive as constants from jitted code (a literal
 # dispatch from Python re-enters the compiler on every call, ~40 ms).
 @njit
+def _convolve_1x7(xq, wf, bias, mul, add, affine, relu, pool, y, n0, count, kh, kw, s):
+    _convolve(xq, wf, bias, mul, add, affine, relu, pool, y, n0, count, kh, kw, s, 1, 7)
+
+
+@njit
+def _convolve_1x14(xq, wf, bias, mul, add, affine, relu, pool, y, n0, count, kh, kw, s):
+    _convolve(xq, wf, bias, mul, add, affine, relu, pool, y, n0, count, kh, kw, s, 1, 14)
+
+
+@njit
 def _convolve_3x7(xq, wf, bias, mul, add, affine, relu, pool, y, n0, count, kh, kw, s):
     _convolve(xq, wf, bias, mul, add, affine, relu, pool, y, n0, count, kh, kw, s, 3, 21)
 
@@ -261,21 +276,22 @@ def _convolve_2x14(xq, wf, bias, mul, add, affine, relu, pool, y, n0, count, kh,
 
 
 def fits(f: int, dtype) -> bool:
-    """Whether the forward applies: float32, F ≥ 24 a multiple of 8 (a block's last
-    vector holds 16 or 8 channels; F = 24 uses three quarters of its 32 lanes)."""
-    return np.dtype(dtype) == np.float32 and f >= 24 and f % 8 == 0
+    """Whether the forward applies: float32, F ≥ 8 (a block's last vector holds what is left
+    of F: F = 12 uses three quarters of its 16 lanes, F = 24 of its 32)."""
+    return np.dtype(dtype) == np.float32 and f >= 8
 
 
 def register_block(f: int, wo: int) -> tuple[int, int]:
-    """(FV, R): 3 vectors × 7 pixels where F is a multiple of 48, else 2 vectors (F padded
-    to a multiple of 32) × 14 pixels where the row is a multiple of 14, else 2 × 7 (so the
-    recipes' rows of 7, 14 and 28 pixels split into whole blocks)."""
+    """(FV, R): 3 vectors × 7 pixels where F is a multiple of 48, else 1 vector (F ≤ 16) or
+    2 (F padded to a multiple of 32) × 14 pixels where the row is a multiple of 14, else × 7
+    (so the recipes' rows of 7, 14 and 28 pixels split into whole blocks)."""
     if f % 48 == 0:
         return 3, 7
-    return (2, 14) if wo % 14 == 0 else (2, 7)
+    return (1 if f <= LANES else 2), (14 if wo % 14 == 0 else 7)
 
 
-_KERNELS = {(3, 7): _convolve_3x7, (2, 7): _convolve_2x7, (2, 14): _convolve_2x14}
+_KERNELS = {(1, 7): _convolve_1x7, (1, 14): _convolve_1x14, (3, 7): _convolve_3x7, (2, 7): _convolve_2x7,
+            (2, 14): _convolve_2x14}
 TARGET_BYTES = 1 << 19  # padded images of one chunk: ~512 KB, L2-resident
 
 
