@@ -343,8 +343,8 @@ def test_tune_command_refuses_an_unknown_recipe(tmp_path):
 
 
 def test_the_register_blocked_kernels_are_float32_candidates_only():
-    """``blocked`` (forward and filter gradient) and ``lanes`` (forward for F ≥ 8, filter
-    gradient for F a multiple of 32 or 48 and C of 8 or 12) hold 16 float32 lanes per
+    """``blocked`` (forward and filter gradient) and ``lanes`` (forward for F ≥ 8, input
+    gradient for C ≥ 8, filter gradient for F a multiple of 32 or 48 and C of 8 or 12) hold 16 float32 lanes per
     register: timed (and pinned above) in float32, never offered in float64."""
     for dtype, offered in ((np.float32, True), (np.float64, False)):
         key, _, _ = setup((2, 28, 28, 6, 5, 5, 12, 2, "SAME"), dtype)
@@ -355,12 +355,13 @@ def test_the_register_blocked_kernels_are_float32_candidates_only():
             key, _, _ = setup((2, 14, 14, c, 3, 3, f, 1, "SAME"), dtype)
             assert ("lanes" in {c.algorithm for c in candidates("fwd", key)}) is (offered and f >= 8)
             assert ("lanes" in {c.algorithm for c in candidates("dw", key)}) is (offered and c != 4 and f % 16 == 0)
-            assert "lanes" not in {c.algorithm for p in ("dx", "bwd") for c in candidates(p, key)}
+            assert ("lanes" in {c.algorithm for c in candidates("dx", key)}) is (offered and c >= 8)
+            assert "lanes" not in {c.algorithm for c in candidates("bwd", key)}
 
 
 def test_the_register_blocked_kernels_never_read_stale_scratch(monkeypatch):
     """The blocked kernels read past an image's planes (into rows whose products are
-    dropped, or multiplied by dY's zero tail), the lanes kernel past a row's last output
+    dropped, or multiplied by dY's zero tail), the lanes kernels past a row's last output
     pixel: with every scratch buffer full of NaN first, the results must still equal the
     reference (0 · NaN would not)."""
     from scratchnet.kernels import _runtime, blocked, lanes
@@ -374,7 +375,7 @@ def test_the_register_blocked_kernels_never_read_stale_scratch(monkeypatch):
     monkeypatch.setattr(lanes, "scratch", stale)
     for case in ((4, 9, 7, 4, 2, 5, 3, 1, "SAME"), (3, 28, 28, 6, 5, 5, 12, 2, "SAME"), (3, 9, 10, 8, 3, 3, 32, 2, "SAME")):
         key, arrays, want = setup(case, np.float32)
-        for pass_ in ("fwd", "dw"):
+        for pass_ in ("fwd", "dx", "dw"):
             for algorithm in {c.algorithm for c in candidates(pass_, key)} & {"blocked", "lanes"}:
                 for choice in (Choice(algorithm), Choice(algorithm, 1), Choice(algorithm, 116)):
                     close(runner(pass_, choice, key, arrays)(), want[pass_][0], np.float32, f"{pass_} {choice}")

@@ -45,11 +45,11 @@ Backward, with dY [N, Ho, Wo, F] seen as a matrix [N·Ho·Wo, F]:
 Which of these runs (and with which chunk size) is decided per layer shape by ``choose``:
 by measurement on this machine where ``kernels.tuning`` has a cached result (``scratchnet
 tune``, or ``SCRATCHNET_TUNE=1`` at first use), else by the built-in rules above
-(``_builtin``). Two forward and two filter-gradient candidates are never built-in
-rules: ``blocked`` (``blocked.py``), a direct convolution (and its filter
-gradient) in explicit 16-lane float32 vector registers, which wins on the narrow layers
-where it is measured, and ``lanes`` (``lanes.py``), a direct forward (and filter gradient)
-with the output channels in the vector lanes, for F ≥ 8.
+(``_builtin``). Two families of candidates are never built-in rules: ``blocked``
+(``blocked.py``), a direct convolution (forward and filter gradient) in explicit 16-lane
+float32 vector registers, which wins on the narrow layers where it is measured, and
+``lanes`` (``lanes.py``), direct convolutions (forward, input and filter gradients) with
+the output channels in the vector lanes.
 Every candidate computes the same convolution (``tests/test_tuning.py``), rounded its own
 way: a measured chunk size also cuts dW's sum into other parts. Where results must round
 the same on every machine, "untuned" keeps the built-in choices.
@@ -67,7 +67,7 @@ from ..ops.conv import spatial_geometry
 from . import tuning
 from ._runtime import blas_single, chosen_chunk, chunk_size, njit, parallel, parallel_sum, scratch
 from .blocked import blocked_filter_grad, blocked_forward
-from .lanes import lanes_filter_grad, lanes_forward
+from .lanes import lanes_filter_grad, lanes_forward, lanes_input_grad
 from .tuning import Choice, conv_key
 from .winograd import use_winograd, winograd_backward, winograd_forward
 
@@ -109,12 +109,13 @@ def conv_algorithm(name: str):
 #   fwd  im2col (y = col @ W2), im2col-t (yᵀ = W2ᵀ @ colᵀ), wide, winograd, blocked (float32:
 #        register-blocked direct convolution, ``blocked.py``; only where measured fastest),
 #        lanes (float32, F ≥ 8: channels in the lanes, ``lanes.py``; the same)
-#   dx   col2im (dcol = dY @ W2ᵀ, scatter), flipped (dX as a convolution of dY; -t: yᵀ), winograd
+#   dx   col2im (dcol = dY @ W2ᵀ, scatter), flipped (dX as a convolution of dY; -t: yᵀ), winograd,
+#        lanes (float32, C ≥ 8: C in the lanes, each stride phase's taps only)
 #   dw   im2col, wide, winograd, blocked (float32: 4 taps × 4 channels in registers, reduced over pixels),
 #        lanes (float32: 8 or 12 input channels × 2 or 3 output-channel vectors, the same)
 #   bwd  winograd (dx and dw in one pass, sharing dY's transform) or split (dx and dw apart)
 ALGORITHMS = {"fwd": ("im2col", "im2col-t", "wide", "winograd", "blocked", "lanes"),
-              "dx": ("col2im", "flipped", "flipped-t", "winograd"),
+              "dx": ("col2im", "flipped", "flipped-t", "winograd", "lanes"),
               "dw": ("im2col", "wide", "winograd", "blocked", "lanes"),
               "bwd": ("winograd", "split")}
 
@@ -587,6 +588,8 @@ def input_grad_with(choice: Choice, dy, cache):
     with chunk_size(choice.chunk):
         if choice.algorithm == "winograd":
             return winograd_backward(x, w, dy, pads, out_hw, need_dw=False)[0]
+        if choice.algorithm == "lanes":
+            return lanes_input_grad(dy, w, x.shape, stride, pads)
         if choice.algorithm in ("flipped", "flipped-t"):  # stride 1 only
             # flip in space, swap C and F: wt[p', q', f, c] = w[KH-1-p', KW-1-q', c, f]
             wt = np.ascontiguousarray(w[::-1, ::-1].transpose(0, 1, 3, 2)).reshape(kh * kw * f, c)

@@ -1,8 +1,7 @@
-"""A direct convolution with the output channels in the vector lanes (float32; the
-forward for F ≥ 8, the filter gradient for F a multiple of 32 or 48 and C
-of 8 or 12):
-R output pixels of one row × FV 16-channel vectors held in
-R·FV registers for the whole reduction over the taps, in NHWC throughout.
+"""A direct convolution with the output channels in the vector lanes (float32): the
+forward for F ≥ 8, the input gradient for C ≥ 8 (C takes the lanes), and the filter
+gradient where F is a multiple of 32 or 48 and C of 8 or 12. R output pixels of one row × FV 16-channel vectors are held in R·FV registers for
+the whole reduction over the taps, in NHWC throughout.
 
 This is ``blocked.py`` turned the other way round, and the layout oneDNN's AVX-512
 direct convolution uses: in HWIO the 16 filter values of one tap (p, q, c) for 16
@@ -13,12 +12,13 @@ FMAs::
     acc[r, v] += w[p, q, c, f0 + 16v : +16] · xpad[n, i·s + p, (j0 + r)·s + q, c]
 
 and the result is stored straight into y[n, i, j0 + r, f0 : f0 + 16·FV] with the bias
-(and, for inference, a batch normalisation's affine and the ReLU) added: no wide grid,
-no garbage columns, no transpose. The input is zero-padded once per chunk of images, so
-no tap needs a bounds check.
+(and, for inference, a batch normalisation's affine, the ReLU and a 2 × 2 max-pool)
+applied: no wide grid, no garbage columns, no transpose. The input is zero-padded once
+per chunk of images, so no tap needs a bounds check; where F is not a whole number of
+blocks, the filter is padded with zero channels and the last vector is stored masked.
 
-The register block is a Numba tuple of ``Vec16`` values, built and updated by two
-intrinsics (``_fma_block``, ``_store_block``) that unroll R and FV at compile time: the
+The register block is a Numba tuple of ``Vec16`` values, built and updated by intrinsics
+(``_zeros``, ``_fma_block``, ``_store_block``) that unroll R and FV at compile time: the
 tuple is an SSA value, so its R·FV vectors stay in zmm registers across the tap loop
 (FV = 3, R = 7: 21 accumulators, 3 filter vectors, a broadcast; FV = 4 spills and is
 never used: F = 64 runs as two blocks of 2). Each multiply-add rounds once and the sum
@@ -110,10 +110,10 @@ def _pool_block(typingctx, acc, prev, fv):
 
 
 @intrinsic
-def _store_block(typingctx, yf, base, stride, acc, bias, mul, add, f0, count, affine, relu, fv):
+def _store_block(typingctx, yf, base, stride, channels, acc, bias, mul, add, f0, count, affine, relu, fv):
     """For r < count: yf[base + r·stride + 16v : +16] = acc[r·FV + v] + bias[f0 + 16v : +16],
     then ·mul + add (same slices) if ``affine``, then 0 where <= 0 if ``relu`` (-0.0 -> +0.0,
-    NaN stays NaN, like ``activations._relu``). Only the channels below F = ``stride`` are
+    NaN stays NaN, like ``activations._relu``). Only the channels below ``channels`` are
     stored: a vector that reaches past F stores its lanes below it (``llvm.masked.store``;
     bias, mul and add are padded to whole vectors)."""
     if not isinstance(fv, types.IntegerLiteral):
@@ -122,8 +122,9 @@ def _store_block(typingctx, yf, base, stride, acc, bias, mul, add, f0, count, af
     nr = acc.count // nv
 
     def codegen(context, builder, sig, args):
-        base_, stride_, f0_, count_ = _i64(context, builder, sig, args, 1, 2, 7, 8)
-        affine_, relu_ = args[9], args[10]
+        base_, stride_, channels_, f0_, count_ = _i64(context, builder, sig, args, 1, 2, 3, 8, 9)
+        affine_, relu_ = (context.cast(builder, args[k], sig.args[k], types.boolean) for k in (10, 11))
+        block = args[4]
         i64 = ir.IntType(64)
         zero = ir.Constant(_VT, None)
         i32 = ir.IntType(32)
@@ -135,16 +136,16 @@ def _store_block(typingctx, yf, base, stride, acc, bias, mul, add, f0, count, af
         def vectors(k):
             return [builder.load(_address(context, builder, sig.args[k], args[k], builder.add(f0_, ir.Constant(i64, LANES * v))),
                                  align=4) for v in range(nv)]
-        bs, ms, ads = vectors(4), vectors(5), vectors(6)
+        bs, ms, ads = vectors(5), vectors(6), vectors(7)
         for r in range(nr):
             with cgutils.if_likely(builder, builder.icmp_signed(">", count_, ir.Constant(i64, r))):
                 row = builder.add(base_, builder.mul(stride_, ir.Constant(i64, r)))
                 for v in range(nv):
-                    y = builder.fadd(builder.extract_value(args[3], r * nv + v), bs[v])
+                    y = builder.fadd(builder.extract_value(block, r * nv + v), bs[v])
                     y = builder.select(affine_, builder.fadd(builder.fmul(y, ms[v]), ads[v]), y)
                     y = builder.select(relu_, builder.select(builder.fcmp_ordered("<=", y, zero), zero, y), y)
                     at = _address(context, builder, sig.args[0], args[0], builder.add(row, ir.Constant(i64, LANES * v)))
-                    valid = builder.sub(stride_, builder.add(f0_, ir.Constant(i64, LANES * v)))  # channels left
+                    valid = builder.sub(channels_, builder.add(f0_, ir.Constant(i64, LANES * v)))  # channels left
                     with builder.if_else(builder.icmp_signed(">=", valid, ir.Constant(i64, LANES))) as (whole, part):
                         with whole:
                             builder.store(y, at, align=4)
@@ -154,7 +155,7 @@ def _store_block(typingctx, yf, base, stride, acc, bias, mul, add, f0, count, af
                                 mask = builder.icmp_unsigned("<", iota, builder.shuffle_vector(left, undef, ir.Constant(lanes, [0] * LANES)))
                                 builder.call(masked, [y, at, ir.Constant(i32, 4), mask])
         return context.get_dummy_value()
-    return types.none(yf, base, stride, acc, bias, mul, add, f0, count, affine, relu, fv), codegen
+    return types.none(yf, base, stride, channels, acc, bias, mul, add, f0, count, affine, relu, fv), codegen
 
 def _block_address(context, builder, sig, args, r, v):
     """&arr[base + r·stride + 16v] for an intrinsic's (arr, base, stride, ...) arguments."""
@@ -240,39 +241,33 @@ def _convolve(xq, wf, bias, mul, add, affine, relu, pool, y, n0, count, kh, kw, 
                     if pool:
                         top = _pool_block(_row_block(xf, wf, m, 2 * i, j0, f0, hp, wp, c, fp, kh, kw, s, fv, nacc), None, fv)
                         out = _pool_block(_row_block(xf, wf, m, 2 * i + 1, j0, f0, hp, wp, c, fp, kh, kw, s, fv, nacc), top, fv)
-                        _store_block(yf, base + j0 // 2 * f_, f_, out, bias, mul, add, f0, min(pixels // 2, wo - j0 // 2),
+                        _store_block(yf, base + j0 // 2 * f_, f_, f_, out, bias, mul, add, f0, min(pixels // 2, wo - j0 // 2),
                                      affine, relu, fv)
                     else:
                         acc = _row_block(xf, wf, m, i, j0, f0, hp, wp, c, fp, kh, kw, s, fv, nacc)
-                        _store_block(yf, base + j0 * f_, f_, acc, bias, mul, add, f0, min(pixels, wo - j0), affine, relu, fv)
+                        _store_block(yf, base + j0 * f_, f_, f_, acc, bias, mul, add, f0, min(pixels, wo - j0), affine, relu, fv)
 
 
-# The register blocks (FV vectors × R pixels) compiled: Numba specialises _convolve on the
-# literal FV and R·FV only when they arrive as constants from jitted code (a literal
-# dispatch from Python re-enters the compiler on every call, ~40 ms).
-@njit
-def _convolve_1x7(xq, wf, bias, mul, add, affine, relu, pool, y, n0, count, kh, kw, s):
-    _convolve(xq, wf, bias, mul, add, affine, relu, pool, y, n0, count, kh, kw, s, 1, 7)
-
-
-@njit
-def _convolve_1x14(xq, wf, bias, mul, add, affine, relu, pool, y, n0, count, kh, kw, s):
-    _convolve(xq, wf, bias, mul, add, affine, relu, pool, y, n0, count, kh, kw, s, 1, 14)
+# The register blocks (FV vectors × R pixels) the kernels are compiled for. Numba
+# specialises a kernel on the literal FV and R·FV only when they arrive as constants from
+# jitted code (a literal dispatch from Python re-enters the compiler on every call, ~40 ms),
+# hence one small jitted switch per kernel, indexed by the block's place in BLOCKS.
+BLOCKS = ((1, 7), (1, 14), (2, 7), (2, 14), (3, 7))
 
 
 @njit
-def _convolve_3x7(xq, wf, bias, mul, add, affine, relu, pool, y, n0, count, kh, kw, s):
-    _convolve(xq, wf, bias, mul, add, affine, relu, pool, y, n0, count, kh, kw, s, 3, 21)
-
-
-@njit
-def _convolve_2x7(xq, wf, bias, mul, add, affine, relu, pool, y, n0, count, kh, kw, s):
-    _convolve(xq, wf, bias, mul, add, affine, relu, pool, y, n0, count, kh, kw, s, 2, 14)
-
-
-@njit
-def _convolve_2x14(xq, wf, bias, mul, add, affine, relu, pool, y, n0, count, kh, kw, s):
-    _convolve(xq, wf, bias, mul, add, affine, relu, pool, y, n0, count, kh, kw, s, 2, 28)
+def _convolve_block(block, xq, wf, bias, mul, add, affine, relu, pool, y, n0, count, kh, kw, s):
+    """``_convolve`` with the register block BLOCKS[block]."""
+    if block == 0:
+        _convolve(xq, wf, bias, mul, add, affine, relu, pool, y, n0, count, kh, kw, s, 1, 7)
+    elif block == 1:
+        _convolve(xq, wf, bias, mul, add, affine, relu, pool, y, n0, count, kh, kw, s, 1, 14)
+    elif block == 2:
+        _convolve(xq, wf, bias, mul, add, affine, relu, pool, y, n0, count, kh, kw, s, 2, 14)
+    elif block == 3:
+        _convolve(xq, wf, bias, mul, add, affine, relu, pool, y, n0, count, kh, kw, s, 2, 28)
+    else:
+        _convolve(xq, wf, bias, mul, add, affine, relu, pool, y, n0, count, kh, kw, s, 3, 21)
 
 
 def fits(f: int, dtype) -> bool:
@@ -290,8 +285,6 @@ def register_block(f: int, wo: int) -> tuple[int, int]:
     return (1 if f <= LANES else 2), (14 if wo % 14 == 0 else 7)
 
 
-_KERNELS = {(1, 7): _convolve_1x7, (1, 14): _convolve_1x14, (3, 7): _convolve_3x7, (2, 7): _convolve_2x7,
-            (2, 14): _convolve_2x14}
 TARGET_BYTES = 1 << 19  # padded images of one chunk: ~512 KB, L2-resident
 
 
@@ -324,6 +317,7 @@ def lanes_forward(x, w, b, stride, pads, out_hw, *, affine=None, relu=False, poo
     kh, kw, _, f = w.shape
     ho, wo = out_hw
     fv, pixels = register_block(f, wo)
+    block = BLOCKS.index((fv, pixels))
     assert not (pool and (affine is not None or not poolable(f, out_hw))), "pool: even rows of 14-pixel blocks, no affine"
     padded = padded_shape(h, wd, c, kh, kw, stride, (pads[0][0], pads[1][0]), out_hw, pixels)
     fp = -(-f // (LANES * fv)) * LANES * fv
@@ -344,11 +338,105 @@ def lanes_forward(x, w, b, stride, pads, out_hw, *, affine=None, relu=False, poo
         for s0 in range(a, e, per):
             m = min(per, e - s0)
             _pad(x, xq, s0, m, pads[0][0], pads[1][0])
-            _KERNELS[fv, pixels](xq, wf.reshape(-1), bias, mul, add, affine is not None, relu, pool, y, s0, m, kh, kw, stride)
+            _convolve_block(block, xq, wf.reshape(-1), bias, mul, add, affine is not None, relu, pool, y, s0, m, kh, kw,
+                            stride)
 
     parallel(work, n)
     return y
 
+
+# --- the input gradient: C in the lanes, phase by phase in one pass -------------------------
+#
+#     dx[n, h, w, c0 + 16v : +16] = Σ_{p, q, f} dy[n, (h + pt - p)/s, (w + pl - q)/s, f] · w[p, q, c0 + 16v : +16, f]
+#
+# over the taps that divide: p ≡ h + pt and q ≡ w + pl (mod s). The dx pixels of one row
+# whose columns share a phase b (w = b, b + s, …) use the same taps q and read consecutive
+# dy pixels, so R of them are one register block, fed per (p, q, f) by FV vectors of the
+# transposed filter wt[p, q, f, c0 : …] and R broadcasts of dy: the forward's block with F
+# as the reduction and the dx pixel stride s·C. dy is padded once per chunk (no bounds
+# checks, no zero rows multiplied: only the taps that divide are visited).
+
+@njit
+def _input_grad(dq, wt, dx, n0, count, kh, kw, s, pt, pl, tq, lq, fv, nacc):
+    """dx[n0 + m] (m < count) by the sum above; dq: dy of the chunk with tq rows and lq
+    columns of zeros before it; wt [KH, KW, F, Cp] flat, C padded with zeros to whole blocks."""
+    numba.literally(fv)
+    numba.literally(nacc)
+    h_, w_, c_ = dx.shape[1], dx.shape[2], dx.shape[3]
+    hq, wq, f_ = dq.shape[1], dq.shape[2], dq.shape[3]
+    cp = wt.size // (kh * kw * f_)
+    df, xf = dq.reshape(-1), dx.reshape(-1)
+    pixels = nacc // fv
+    zeros, ones = np.zeros(cp, np.float32), np.ones(cp, np.float32)
+    for m in range(count):
+        for h in range(h_):
+            for b in range(s):
+                width = (w_ - b + s - 1) // s  # dx columns b, b + s, … of this row
+                for c0 in range(0, cp, LANES * fv):
+                    for v0 in range(0, width, pixels):
+                        acc = _zeros(nacc)
+                        for p in range((h + pt) % s, kh, s):
+                            for q in range((b + pl) % s, kw, s):
+                                di = ((m * hq + (h + pt - p) // s + tq) * wq + (b + pl - q) // s + v0 + lq) * f_
+                                wi = (p * kw + q) * f_ * cp + c0
+                                for _ in range(f_):
+                                    acc = _fma_block(acc, wt, wi, df, di, f_, fv)
+                                    wi += cp
+                                    di += 1
+                        _store_block(xf, (((n0 + m) * h_ + h) * w_ + b + s * v0) * c_ + c0, s * c_, c_, acc, zeros, ones,
+                                     zeros, c0, min(pixels, width - v0), False, False, fv)
+
+
+@njit
+def _input_grad_block(block, dq, wt, dx, n0, count, kh, kw, s, pt, pl, tq, lq):
+    """``_input_grad`` with the register block BLOCKS[block]."""
+    if block == 0:
+        _input_grad(dq, wt, dx, n0, count, kh, kw, s, pt, pl, tq, lq, 1, 7)
+    elif block == 1:
+        _input_grad(dq, wt, dx, n0, count, kh, kw, s, pt, pl, tq, lq, 1, 14)
+    elif block == 2:
+        _input_grad(dq, wt, dx, n0, count, kh, kw, s, pt, pl, tq, lq, 2, 14)
+    elif block == 3:
+        _input_grad(dq, wt, dx, n0, count, kh, kw, s, pt, pl, tq, lq, 2, 28)
+    else:
+        _input_grad(dq, wt, dx, n0, count, kh, kw, s, pt, pl, tq, lq, 3, 21)
+
+
+def fits_input_grad(c: int, dtype) -> bool:
+    """Whether the input gradient applies: float32, C ≥ 8 (C takes the lanes)."""
+    return fits(c, dtype)
+
+
+def input_grad_geometry(x_shape, kh, kw, stride, pads):
+    """(FV, R), the top and left zero rows/columns of dy, and its padded (rows, columns)."""
+    _, h, w, c = x_shape
+    (pt, _), (pl, _) = pads
+    fv, pixels = register_block(c, -(-w // stride))
+    tq, lq = max(0, -(-(kh - 1 - pt) // stride)), max(0, -(-(kw - 1 - pl) // stride))
+    return (fv, pixels), (tq, lq), (tq + -(-(h + pt) // stride) + 1, lq + -(-(w + pl) // stride) + pixels + 1)
+
+
+def lanes_input_grad(dy, w, x_shape, stride, pads):
+    """dx [N, H, W, C] of the convolution, float32 (``fits_input_grad``), by register blocks
+    (see above); each worker takes whole images, a chunk at a time."""
+    kh, kw, c, f = w.shape
+    (fv, pixels), (tq, lq), (hq, wq) = input_grad_geometry(x_shape, kh, kw, stride, pads)
+    cp = -(-c // (LANES * fv)) * LANES * fv
+    wt = np.zeros((kh, kw, f, cp), np.float32)
+    wt[..., :c] = w.transpose(0, 1, 3, 2)
+    dx = np.empty(x_shape, np.float32)
+    per = images_per_chunk((hq, wq, f))
+    block = BLOCKS.index((fv, pixels))
+
+    def work(a, e):
+        dq = scratch("lanes_padded", (per, hq, wq, f), np.float32)
+        for s0 in range(a, e, per):
+            m = min(per, e - s0)
+            _pad(dy, dq, s0, m, tq, lq)
+            _input_grad_block(block, dq, wt.reshape(-1), dx, s0, m, kh, kw, stride, pads[0][0], pads[1][0], tq, lq)
+
+    parallel(work, x_shape[0])
+    return dx
 
 # --- the filter gradient: RC input channels × FV output-channel vectors, reduced over pixels ----
 #
@@ -385,22 +473,18 @@ def _filter_grad(xq, dy, part, n0, count, kh, kw, s, fv, nacc):
                     _save_block(part, base, f_, acc, fv)
 
 
-@njit
-def _filter_grad_3x8(xq, dy, part, n0, count, kh, kw, s):
-    _filter_grad(xq, dy, part, n0, count, kh, kw, s, 3, 24)
+FILTER_BLOCKS = ((3, 8), (2, 12), (2, 8))  # (FV, RC)
 
 
 @njit
-def _filter_grad_2x12(xq, dy, part, n0, count, kh, kw, s):
-    _filter_grad(xq, dy, part, n0, count, kh, kw, s, 2, 24)
-
-
-@njit
-def _filter_grad_2x8(xq, dy, part, n0, count, kh, kw, s):
-    _filter_grad(xq, dy, part, n0, count, kh, kw, s, 2, 16)
-
-
-_FILTER_KERNELS = {(3, 8): _filter_grad_3x8, (2, 12): _filter_grad_2x12, (2, 8): _filter_grad_2x8}
+def _filter_grad_block(block, xq, dy, part, n0, count, kh, kw, s):
+    """``_filter_grad`` with the register block FILTER_BLOCKS[block]."""
+    if block == 0:
+        _filter_grad(xq, dy, part, n0, count, kh, kw, s, 3, 24)
+    elif block == 1:
+        _filter_grad(xq, dy, part, n0, count, kh, kw, s, 2, 24)
+    else:
+        _filter_grad(xq, dy, part, n0, count, kh, kw, s, 2, 16)
 
 
 def filter_block(c: int, f: int) -> tuple[int, int] | None:
@@ -428,7 +512,7 @@ def lanes_filter_grad(x, dy, kh, kw, stride, pads, out_hw):
     n, h, wd, c = x.shape
     f = dy.shape[3]
     padded = padded_shape(h, wd, c, kh, kw, stride, (pads[0][0], pads[1][0]), out_hw, 1)
-    kernel = _FILTER_KERNELS[filter_block(c, f)]
+    block = FILTER_BLOCKS.index(filter_block(c, f))
     dy = np.ascontiguousarray(dy, np.float32)
     per = filter_images_per_chunk(padded, out_hw, f)
 
@@ -438,7 +522,7 @@ def lanes_filter_grad(x, dy, kh, kw, stride, pads, out_hw):
         for s0 in range(a, e, per):
             m = min(per, e - s0)
             _pad(x, xq, s0, m, pads[0][0], pads[1][0])
-            kernel(xq, dy, part, s0, m, kh, kw, stride)
+            _filter_grad_block(block, xq, dy, part, s0, m, kh, kw, stride)
         return part
 
     return parallel_sum(work, n, per).reshape(kh, kw, c, f)
