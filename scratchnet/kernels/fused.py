@@ -46,8 +46,8 @@ def conv2d_infer(x, w, b, stride: int = 1, padding: str = "SAME", *, bn=None, re
     """``ops.fused.conv2d_infer``: maxpool(max(batchnorm(conv(x, w) + b), 0)), nothing kept.
     Where the forward's chosen algorithm is the register-blocked one, applied as it writes y
     (the pool there too without a normalisation, whose scale may be negative), and the
-    same where it is the lanes one (the pool where its pixel blocks are even); the Winograd one takes the ReLU and the pool into its
-    output transform."""
+    same where it is the lanes one (the pool where its pixel blocks are even); the
+    Winograd one takes the ReLU and the pool into its output transform."""
     x, choice, pads, out_hw = forward_plan(x, w, stride, padding)
     fuse = pool is not None and bn is None and pool_fusable(pool, out_hw)
     if choice.algorithm in ("blocked", "lanes"):

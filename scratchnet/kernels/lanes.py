@@ -1,7 +1,8 @@
 """A direct convolution with the output channels in the vector lanes (float32): the
 forward for F ≥ 8, the input gradient for C ≥ 8 (C takes the lanes), and the filter
-gradient where F is a multiple of 32 or 48 and C of 8 or 12. R output pixels of one row × FV 16-channel vectors are held in R·FV registers for
-the whole reduction over the taps, in NHWC throughout.
+gradient where F is a multiple of 32 or 48 and C of 8 or 12. R output pixels of one row ×
+FV 16-channel vectors are held in R·FV registers for the whole reduction over the taps,
+in NHWC throughout.
 
 This is ``blocked.py`` turned the other way round, and the layout oneDNN's AVX-512
 direct convolution uses: in HWIO the 16 filter values of one tap (p, q, c) for 16
