@@ -112,7 +112,7 @@ def conv_algorithm(name: str):
 #   dx   col2im (dcol = dY @ W2ᵀ, scatter), flipped (dX as a convolution of dY; -t: yᵀ), winograd,
 #        lanes (float32, C ≥ 8: C in the lanes, each stride phase's taps only)
 #   dw   im2col, wide, winograd, blocked (float32: 4 taps × 4 channels in registers, reduced over pixels),
-#        lanes (float32: 8 or 12 input channels × 2 or 3 output-channel vectors, the same)
+#        lanes (float32: 4-12 input channels × 1-3 output-channel vectors, the same)
 #   bwd  winograd (dx and dw in one pass, sharing dY's transform) or split (dx and dw apart)
 ALGORITHMS = {"fwd": ("im2col", "im2col-t", "wide", "winograd", "blocked", "lanes"),
               "dx": ("col2im", "flipped", "flipped-t", "winograd", "lanes"),

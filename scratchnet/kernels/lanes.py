@@ -1,6 +1,6 @@
 """A direct convolution with the output channels in the vector lanes (float32): the
 forward for F ≥ 8, the input gradient for C ≥ 8 (C takes the lanes), and the filter
-gradient where F is a multiple of 32 or 48 and C of 8 or 12. R output pixels of one row ×
+gradient for F ≥ 8 where C is a multiple of 4, 6, 8 or 12. R output pixels of one row ×
 FV 16-channel vectors are held in R·FV registers for the whole reduction over the taps,
 in NHWC throughout.
 
@@ -474,7 +474,7 @@ def _filter_grad(xq, dy, part, n0, count, kh, kw, s, fv, nacc):
                     _save_block(part, base, f_, acc, fv)
 
 
-FILTER_BLOCKS = ((3, 8), (2, 12), (2, 8))  # (FV, RC)
+FILTER_BLOCKS = ((3, 8), (2, 12), (2, 8), (1, 12), (1, 8), (1, 6), (1, 4))  # (FV, RC)
 
 
 @njit
@@ -484,22 +484,29 @@ def _filter_grad_block(block, xq, dy, part, n0, count, kh, kw, s):
         _filter_grad(xq, dy, part, n0, count, kh, kw, s, 3, 24)
     elif block == 1:
         _filter_grad(xq, dy, part, n0, count, kh, kw, s, 2, 24)
-    else:
+    elif block == 2:
         _filter_grad(xq, dy, part, n0, count, kh, kw, s, 2, 16)
+    elif block == 3:
+        _filter_grad(xq, dy, part, n0, count, kh, kw, s, 1, 12)
+    elif block == 4:
+        _filter_grad(xq, dy, part, n0, count, kh, kw, s, 1, 8)
+    elif block == 5:
+        _filter_grad(xq, dy, part, n0, count, kh, kw, s, 1, 6)
+    else:
+        _filter_grad(xq, dy, part, n0, count, kh, kw, s, 1, 4)
 
 
 def filter_block(c: int, f: int) -> tuple[int, int] | None:
-    """(FV, RC) of the filter gradient's register block (24 or 16 accumulators), or None
-    where C and F do not split into whole blocks."""
-    if f % 48 == 0 and c % 8 == 0:
-        return 3, 8
-    if f % 32 == 0 and c % 12 == 0:
-        return 2, 12
-    return (2, 8) if f % 32 == 0 and c % 8 == 0 else None
+    """(FV, RC) of the filter gradient's register block: FV = 3 where F is a multiple of 48,
+    1 for F ≤ 16, else 2; RC the largest of 12, 8, 6, 4 that divides C and fits FV (at most
+    24 accumulators). None where C has no such divisor (fewer than 4 independent sums per
+    vector would wait on the FMA latency)."""
+    fv = 3 if f % 48 == 0 else 1 if f <= LANES else 2
+    return next(((fv, rc) for rc in (12, 8, 6, 4) if (fv, rc) in FILTER_BLOCKS and c % rc == 0), None)
 
 
 def fits_filter_grad(c: int, f: int, dtype) -> bool:
-    return np.dtype(dtype) == np.float32 and filter_block(c, f) is not None
+    return np.dtype(dtype) == np.float32 and f >= 8 and filter_block(c, f) is not None
 
 
 def filter_images_per_chunk(padded, out_hw, f) -> int:
@@ -509,21 +516,30 @@ def filter_images_per_chunk(padded, out_hw, f) -> int:
 
 def lanes_filter_grad(x, dy, kh, kw, stride, pads, out_hw):
     """dw [KH, KW, C, F] of the convolution, float32 (``fits_filter_grad``), by register
-    blocks (see above); the images are summed in parts fixed by the shape (``parallel_sum``)."""
+    blocks (see above); the images are summed in parts fixed by the shape (``parallel_sum``).
+    Where F is not a whole number of blocks, each chunk's dy is copied with zero channels up
+    to Fp (the vectors read whole pixels) and the padded channels of dw are dropped."""
     n, h, wd, c = x.shape
     f = dy.shape[3]
     padded = padded_shape(h, wd, c, kh, kw, stride, (pads[0][0], pads[1][0]), out_hw, 1)
+    fv, _ = filter_block(c, f)
     block = FILTER_BLOCKS.index(filter_block(c, f))
+    fp = -(-f // (LANES * fv)) * LANES * fv
     dy = np.ascontiguousarray(dy, np.float32)
     per = filter_images_per_chunk(padded, out_hw, f)
 
     def work(a, e):
         xq = scratch("lanes_padded", (per, *padded), np.float32)
-        part = np.zeros(kh * kw * c * f, np.float32)
+        dyq = np.zeros((per, *out_hw, fp), np.float32) if fp != f else None
+        part = np.zeros(kh * kw * c * fp, np.float32)
         for s0 in range(a, e, per):
             m = min(per, e - s0)
             _pad(x, xq, s0, m, pads[0][0], pads[1][0])
-            _filter_grad_block(block, xq, dy, part, s0, m, kh, kw, stride)
+            if dyq is None:
+                _filter_grad_block(block, xq, dy, part, s0, m, kh, kw, stride)
+            else:
+                dyq[:m, ..., :f] = dy[s0:s0 + m]
+                _filter_grad_block(block, xq, dyq, part, 0, m, kh, kw, stride)
         return part
 
-    return parallel_sum(work, n, per).reshape(kh, kw, c, f)
+    return np.ascontiguousarray(parallel_sum(work, n, per).reshape(kh, kw, c, fp)[..., :f])
