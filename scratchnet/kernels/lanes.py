@@ -83,7 +83,6 @@ def _fma_block(typingctx, acc, wf, wi, xf, xi, step, fv):
     return acc(acc, wf, wi, xf, xi, step, fv), codegen
 
 
-
 @intrinsic
 def _pool_block(typingctx, acc, prev, fv):
     """The 2 × 2 max-pool of a block's pixels, row by row: with ``prev`` None, the max of
@@ -153,8 +152,8 @@ def _store_block(typingctx, yf, base, stride, channels, acc, bias, mul, add, f0,
                         with part:
                             with builder.if_then(builder.icmp_signed(">", valid, ir.Constant(i64, 0))):
                                 left = builder.insert_element(undef, builder.trunc(valid, i32), ir.Constant(i32, 0))
-                                mask = builder.icmp_unsigned("<", iota, builder.shuffle_vector(left, undef, ir.Constant(lanes, [0] * LANES)))
-                                builder.call(masked, [y, at, ir.Constant(i32, 4), mask])
+                                left = builder.shuffle_vector(left, undef, ir.Constant(lanes, [0] * LANES))
+                                builder.call(masked, [y, at, ir.Constant(i32, 4), builder.icmp_unsigned("<", iota, left)])
         return context.get_dummy_value()
     return types.none(yf, base, stride, channels, acc, bias, mul, add, f0, count, affine, relu, fv), codegen
 
@@ -207,9 +206,10 @@ def _pad(x, xq, n0, count, pt, pl):
 
 
 @njit
-def _row_block(xf, wf, m, i, j0, f0, hp, wp, c, fp, kh, kw, s, fv, nacc):
-    """The register block of output row i, pixels j0.., channels f0.. of padded image m
-    (wf: the filter with Fp = ``fp`` channels)."""
+def _row_block(xf, wf, m, i, j0, f0, geometry, fv, nacc):
+    """The register block of output row i, pixels j0.., channels f0.. of padded image m;
+    ``geometry`` = (Hp, Wp, C, Fp, KH, KW, s), wf the filter with Fp channels."""
+    hp, wp, c, fp, kh, kw, s = geometry
     acc = _zeros(nacc)
     taps = kw * c
     for p in range(kh):
@@ -226,27 +226,29 @@ def _row_block(xf, wf, m, i, j0, f0, hp, wp, c, fp, kh, kw, s, fv, nacc):
 def _convolve(xq, wf, bias, mul, add, affine, relu, pool, y, n0, count, kh, kw, s, fv, nacc):
     """y[n0 + m, i, j, f] (m < count) = Σ_{p, q, c} w[p, q, c, f] · xq[m, i·s + p, j·s + q, c] + bias[f],
     then the epilogue of ``_store_block``; blocks of R = nacc / fv pixels × 16·fv channels
-    (wf, bias, mul and add padded with zeros to Fp, a whole number of blocks). ``pool`` (R even, y [N, Ho/2, Wo/2, F]): each pair of rows 2 × 2 max-pooled before the
-    bias, which commutes with the max (rounding is monotone), as ``blocked.py`` does."""
+    (wf, bias, mul and add padded with zeros to Fp, a whole number of blocks). ``pool`` (R
+    even, y [N, Ho/2, Wo/2, F]): each pair of rows 2 × 2 max-pooled before the bias, which
+    commutes with the max (rounding is monotone), as ``blocked.py`` does."""
     numba.literally(fv)
     numba.literally(nacc)
     ho, wo, f_ = y.shape[1], y.shape[2], y.shape[3]
-    hp, wp, c = xq.shape[1], xq.shape[2], xq.shape[3]
     xf, yf = xq.reshape(-1), y.reshape(-1)
     pixels, fp = nacc // fv, bias.size
+    geometry = (xq.shape[1], xq.shape[2], xq.shape[3], fp, kh, kw, s)
     for m in range(count):
         for i in range(ho):
             for f0 in range(0, fp, LANES * fv):
                 for j0 in range(0, 2 * wo if pool else wo, pixels):
                     base = (((n0 + m) * ho + i) * wo) * f_ + f0
                     if pool:
-                        top = _pool_block(_row_block(xf, wf, m, 2 * i, j0, f0, hp, wp, c, fp, kh, kw, s, fv, nacc), None, fv)
-                        out = _pool_block(_row_block(xf, wf, m, 2 * i + 1, j0, f0, hp, wp, c, fp, kh, kw, s, fv, nacc), top, fv)
-                        _store_block(yf, base + j0 // 2 * f_, f_, f_, out, bias, mul, add, f0, min(pixels // 2, wo - j0 // 2),
-                                     affine, relu, fv)
+                        top = _pool_block(_row_block(xf, wf, m, 2 * i, j0, f0, geometry, fv, nacc), None, fv)
+                        out = _pool_block(_row_block(xf, wf, m, 2 * i + 1, j0, f0, geometry, fv, nacc), top, fv)
+                        count_ = min(pixels // 2, wo - j0 // 2)
+                        _store_block(yf, base + j0 // 2 * f_, f_, f_, out, bias, mul, add, f0, count_, affine, relu, fv)
                     else:
-                        acc = _row_block(xf, wf, m, i, j0, f0, hp, wp, c, fp, kh, kw, s, fv, nacc)
-                        _store_block(yf, base + j0 * f_, f_, f_, acc, bias, mul, add, f0, min(pixels, wo - j0), affine, relu, fv)
+                        acc = _row_block(xf, wf, m, i, j0, f0, geometry, fv, nacc)
+                        count_ = min(pixels, wo - j0)
+                        _store_block(yf, base + j0 * f_, f_, f_, acc, bias, mul, add, f0, count_, affine, relu, fv)
 
 
 # The register blocks (FV vectors × R pixels) the kernels are compiled for. Numba
