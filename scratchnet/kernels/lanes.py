@@ -157,6 +157,7 @@ def _store_block(typingctx, yf, base, stride, channels, acc, bias, mul, add, f0,
         return context.get_dummy_value()
     return types.none(yf, base, stride, channels, acc, bias, mul, add, f0, count, affine, relu, fv), codegen
 
+
 def _block_address(context, builder, sig, args, r, v):
     """&arr[base + r·stride + 16v] for an intrinsic's (arr, base, stride, ...) arguments."""
     base_, stride_ = _i64(context, builder, sig, args, 1, 2)
@@ -194,6 +195,7 @@ def _save_block(typingctx, arr, base, stride, acc, fv):
                               align=4)
         return context.get_dummy_value()
     return types.none(arr, base, stride, acc, fv), codegen
+
 
 @njit
 def _pad(x, xq, n0, count, pt, pl):
@@ -440,6 +442,7 @@ def lanes_input_grad(dy, w, x_shape, stride, pads):
 
     parallel(work, x_shape[0])
     return dx
+
 
 # --- the filter gradient: RC input channels × FV output-channel vectors, reduced over pixels ----
 #
