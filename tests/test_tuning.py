@@ -25,7 +25,7 @@ import pytest
 import scratchnet.kernels as fast
 import scratchnet.ops as ref
 from scratchnet.kernels import conv, tuning
-from scratchnet.kernels.lanes import fits as lanes_fit
+from scratchnet.kernels.lanes import applies as lanes_apply
 from scratchnet.kernels.tuning import PASSES, Choice, Store, candidates, conv_key, key_text, runner
 from scratchnet.ops.conv import spatial_geometry
 
@@ -388,7 +388,7 @@ FUSED_CASES = [(3, 28, 28, 1, 5, 5, 32, 1, "SAME"), (2, 28, 28, 1, 6, 6, 24, 1, 
 
 
 @pytest.mark.parametrize("case, forward", [(c, f) for c in FUSED_CASES for f in ("blocked", "lanes", "built-in")
-                                           if f != "lanes" or lanes_fit(c[6], np.float32)],
+                                           if f != "lanes" or lanes_apply("fwd", c[3], c[6], np.float32)],
                          ids=lambda c: f"{c[1]}x{c[2]}x{c[3]}-{c[4]}x{c[5]}to{c[6]}-s{c[7]}" if isinstance(c, tuple) else c)
 def test_the_fused_inference_op_equals_its_ops_one_by_one(empty_store, monkeypatch, case, forward):
     """``conv2d_infer`` (conv + bias, batch normalisation, ReLU, max-pool as one op) gives

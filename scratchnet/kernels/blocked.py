@@ -296,9 +296,9 @@ def blocked_forward(x, w, b, stride, pads, out_hw, *, affine=None, relu=False, p
     docstring); each worker takes whole images, a chunk of them at a time. Inference can
     fuse the layers after it into the write of y: ``affine`` = (mul, add) [F] a batch
     normalisation with fixed statistics, y·mul + add; ``relu`` max(y, 0); ``pool`` (not with
-    ``affine``) a 2 × 2 max-pool of stride 2 (even Ho, Wo: ``fused.pool_fusable``; y is then [N, Ho/2, Wo/2,
-    F]), taken before the bias and the ReLU, which both commute with the max (rounding is
-    monotone)."""
+    ``affine``) a 2 × 2 max-pool of stride 2 (even Ho, Wo: ``fused.pool_fusable``; y is
+    then [N, Ho/2, Wo/2, F]), taken before the bias and the ReLU, which both commute with
+    the max (rounding is monotone)."""
     from .conv import _phase_planes
 
     n, _, _, c = x.shape

@@ -29,8 +29,9 @@ from .winograd import winograd_forward
 
 
 def pool_fusable(pool, out_hw) -> bool:
-    """Whether the blocked and Winograd forwards can take the max-pool ``pool`` = (ksize, stride, padding)
-    after it: 2 × 2 windows, stride 2, an even output (so no padding either way)."""
+    """Whether the blocked, lanes and Winograd forwards can take the max-pool ``pool`` =
+    (ksize, stride, padding) after it: 2 × 2 windows, stride 2, an even output (so no
+    padding either way); the lanes one also needs even pixel blocks (``lanes.poolable``)."""
     (kh, kw), (sh, sw), _ = pool
     return (kh, kw) == (sh, sw) == (2, 2) and out_hw[0] % 2 == 0 and out_hw[1] % 2 == 0
 

@@ -275,10 +275,16 @@ def _convolve_block(block, xq, wf, bias, mul, add, affine, relu, pool, y, n0, co
         _convolve(xq, wf, bias, mul, add, affine, relu, pool, y, n0, count, kh, kw, s, 3, 21)
 
 
-def fits(f: int, dtype) -> bool:
-    """Whether the forward applies: float32, F ≥ 8 (a block's last vector holds what is left
-    of F: F = 12 uses three quarters of its 16 lanes, F = 24 of its 32)."""
-    return np.dtype(dtype) == np.float32 and f >= 8
+def applies(pass_: str, c: int, f: int, dtype) -> bool:
+    """Whether the kernel of ``pass_`` ("fwd", "dx", "dw") takes a layer of C → F channels:
+    float32, at least 8 channels in the lanes (F forward, C input gradient; a block's last
+    vector holds what is left: F = 12 uses three quarters of its 16 lanes, F = 24 of its
+    32), and for the filter gradient F ≥ 8 and a register block (``filter_block``)."""
+    if np.dtype(dtype) != np.float32:
+        return False
+    if pass_ == "dx":
+        return c >= 8
+    return f >= 8 and (pass_ == "fwd" or filter_block(c, f) is not None)
 
 
 def register_block(f: int, wo: int) -> tuple[int, int]:
@@ -308,12 +314,23 @@ def poolable(f: int, out_hw) -> bool:
     return out_hw[0] % 2 == 0 and register_block(f, out_hw[1])[1] % 2 == 0
 
 
-def images_per_chunk(padded) -> int:
-    return chosen_chunk() or max(1, TARGET_BYTES // (4 * int(np.prod(padded))))
+def images_per_chunk(pass_: str, x_shape, w_shape, stride, top_left, out_hw) -> int:
+    """Images per chunk of ``pass_``: the padded copies it makes (x, or dy for "dx"), and dy
+    for "dw", ~TARGET_BYTES, unless a tuned choice set the chunk. Shared by the kernels
+    and ``tuning`` (their default chunk)."""
+    _, h, w, c = x_shape
+    kh, kw, _, f = w_shape
+    if pass_ == "dx":
+        floats = int(np.prod(input_grad_geometry(x_shape, kh, kw, stride, top_left)[2])) * f
+    else:
+        pixels = register_block(f, out_hw[1])[1] if pass_ == "fwd" else 1
+        floats = int(np.prod(padded_shape(h, w, c, kh, kw, stride, top_left, out_hw, pixels)))
+        floats += out_hw[0] * out_hw[1] * f if pass_ == "dw" else 0
+    return chosen_chunk() or max(1, TARGET_BYTES // (4 * floats))
 
 
 def lanes_forward(x, w, b, stride, pads, out_hw, *, affine=None, relu=False, pool=False):
-    """y [N, Ho, Wo, F] = conv(x, w) + b, float32 (``fits``), by register blocks (see the
+    """y [N, Ho, Wo, F] = conv(x, w) + b, float32 (``applies``), by register blocks (see the
     module docstring); each worker takes whole images, a chunk at a time. Inference can
     fuse the layers after it into the store of y: ``affine`` = (mul, add) [F] a batch
     normalisation with fixed statistics, y·mul + add; ``relu`` max(y, 0); ``pool`` (not with
@@ -324,7 +341,8 @@ def lanes_forward(x, w, b, stride, pads, out_hw, *, affine=None, relu=False, poo
     fv, pixels = register_block(f, wo)
     block = BLOCKS.index((fv, pixels))
     assert not (pool and (affine is not None or not poolable(f, out_hw))), "pool: even rows of 14-pixel blocks, no affine"
-    padded = padded_shape(h, wd, c, kh, kw, stride, (pads[0][0], pads[1][0]), out_hw, pixels)
+    top_left = pads[0][0], pads[1][0]
+    padded = padded_shape(h, wd, c, kh, kw, stride, top_left, out_hw, pixels)
     fp = -(-f // (LANES * fv)) * LANES * fv
     wf = np.zeros((kh, kw, c, fp), np.float32)
     wf[..., :f] = w
@@ -336,13 +354,13 @@ def lanes_forward(x, w, b, stride, pads, out_hw, *, affine=None, relu=False, poo
         vectors[1:, :f] = affine
     bias, mul, add = vectors
     y = np.empty((n, ho // 2, wo // 2, f) if pool else (n, ho, wo, f), np.float32)
-    per = images_per_chunk(padded)
+    per = images_per_chunk("fwd", x.shape, w.shape, stride, top_left, out_hw)
 
     def work(a, e):
         xq = scratch("lanes_padded", (per, *padded), np.float32)
         for s0 in range(a, e, per):
             m = min(per, e - s0)
-            _pad(x, xq, s0, m, pads[0][0], pads[1][0])
+            _pad(x, xq, s0, m, *top_left)
             _convolve_block(block, xq, wf.reshape(-1), bias, mul, add, affine is not None, relu, pool, y, s0, m, kh, kw,
                             stride)
 
@@ -407,30 +425,27 @@ def _input_grad_block(block, dq, wt, dx, n0, count, kh, kw, s, pt, pl, tq, lq):
         _input_grad(dq, wt, dx, n0, count, kh, kw, s, pt, pl, tq, lq, 3, 21)
 
 
-def fits_input_grad(c: int, dtype) -> bool:
-    """Whether the input gradient applies: float32, C ≥ 8 (C takes the lanes)."""
-    return fits(c, dtype)
-
-
-def input_grad_geometry(x_shape, kh, kw, stride, pads):
-    """(FV, R), the top and left zero rows/columns of dy, and its padded (rows, columns)."""
+def input_grad_geometry(x_shape, kh, kw, stride, top_left):
+    """(FV, R), the top and left zero rows/columns of dy, and its padded (rows, columns),
+    for the convolution's padding ``top_left`` = (pt, pl)."""
     _, h, w, c = x_shape
-    (pt, _), (pl, _) = pads
+    pt, pl = top_left
     fv, pixels = register_block(c, -(-w // stride))
     tq, lq = max(0, -(-(kh - 1 - pt) // stride)), max(0, -(-(kw - 1 - pl) // stride))
     return (fv, pixels), (tq, lq), (tq + -(-(h + pt) // stride) + 1, lq + -(-(w + pl) // stride) + pixels + 1)
 
 
 def lanes_input_grad(dy, w, x_shape, stride, pads):
-    """dx [N, H, W, C] of the convolution, float32 (``fits_input_grad``), by register blocks
+    """dx [N, H, W, C] of the convolution, float32 (``applies``), by register blocks
     (see above); each worker takes whole images, a chunk at a time."""
     kh, kw, c, f = w.shape
-    (fv, pixels), (tq, lq), (hq, wq) = input_grad_geometry(x_shape, kh, kw, stride, pads)
+    top_left = pads[0][0], pads[1][0]
+    (fv, pixels), (tq, lq), (hq, wq) = input_grad_geometry(x_shape, kh, kw, stride, top_left)
     cp = -(-c // (LANES * fv)) * LANES * fv
     wt = np.zeros((kh, kw, f, cp), np.float32)
     wt[..., :c] = w.transpose(0, 1, 3, 2)
     dx = np.empty(x_shape, np.float32)
-    per = images_per_chunk((hq, wq, f))
+    per = images_per_chunk("dx", x_shape, w.shape, stride, top_left, dy.shape[1:3])
     block = BLOCKS.index((fv, pixels))
 
     def work(a, e):
@@ -438,7 +453,7 @@ def lanes_input_grad(dy, w, x_shape, stride, pads):
         for s0 in range(a, e, per):
             m = min(per, e - s0)
             _pad(dy, dq, s0, m, tq, lq)
-            _input_grad_block(block, dq, wt.reshape(-1), dx, s0, m, kh, kw, stride, pads[0][0], pads[1][0], tq, lq)
+            _input_grad_block(block, dq, wt.reshape(-1), dx, s0, m, kh, kw, stride, *top_left, tq, lq)
 
     parallel(work, x_shape[0])
     return dx
@@ -510,28 +525,20 @@ def filter_block(c: int, f: int) -> tuple[int, int] | None:
     return next(((fv, rc) for rc in (12, 8, 6, 4) if (fv, rc) in FILTER_BLOCKS and c % rc == 0), None)
 
 
-def fits_filter_grad(c: int, f: int, dtype) -> bool:
-    return np.dtype(dtype) == np.float32 and f >= 8 and filter_block(c, f) is not None
-
-
-def filter_images_per_chunk(padded, out_hw, f) -> int:
-    """Images per chunk: their padded copies and dy ~TARGET_BYTES, unless a tuned choice set it."""
-    return chosen_chunk() or max(1, TARGET_BYTES // (4 * (int(np.prod(padded)) + out_hw[0] * out_hw[1] * f)))
-
-
 def lanes_filter_grad(x, dy, kh, kw, stride, pads, out_hw):
-    """dw [KH, KW, C, F] of the convolution, float32 (``fits_filter_grad``), by register
+    """dw [KH, KW, C, F] of the convolution, float32 (``applies``), by register
     blocks (see above); the images are summed in parts fixed by the shape (``parallel_sum``).
     Where F is not a whole number of blocks, each chunk's dy is copied with zero channels up
     to Fp (the vectors read whole pixels) and the padded channels of dw are dropped."""
     n, h, wd, c = x.shape
     f = dy.shape[3]
-    padded = padded_shape(h, wd, c, kh, kw, stride, (pads[0][0], pads[1][0]), out_hw, 1)
-    fv, _ = filter_block(c, f)
-    block = FILTER_BLOCKS.index(filter_block(c, f))
+    top_left = pads[0][0], pads[1][0]
+    padded = padded_shape(h, wd, c, kh, kw, stride, top_left, out_hw, 1)
+    fv, rc = filter_block(c, f)
+    block = FILTER_BLOCKS.index((fv, rc))
     fp = -(-f // (LANES * fv)) * LANES * fv
     dy = np.ascontiguousarray(dy, np.float32)
-    per = filter_images_per_chunk(padded, out_hw, f)
+    per = images_per_chunk("dw", x.shape, (kh, kw, c, f), stride, top_left, out_hw)
 
     def work(a, e):
         xq = scratch("lanes_padded", (per, *padded), np.float32)
@@ -539,7 +546,7 @@ def lanes_filter_grad(x, dy, kh, kw, stride, pads, out_hw):
         part = np.zeros(kh * kw * c * fp, np.float32)
         for s0 in range(a, e, per):
             m = min(per, e - s0)
-            _pad(x, xq, s0, m, pads[0][0], pads[1][0])
+            _pad(x, xq, s0, m, *top_left)
             if dyq is None:
                 _filter_grad_block(block, xq, dy, part, s0, m, kh, kw, stride)
             else:

@@ -138,10 +138,7 @@ def _applicable(pass_: str, key: tuple) -> dict[str, tuple[int, int]]:
     from .blocked import geometry as blocked_geometry
     from .blocked import images_per_chunk
     from .conv import WIDE_MAX_CHANNELS, _chunk_rows, _wide_chunks
-    from .lanes import filter_images_per_chunk, fits_filter_grad, fits_input_grad, input_grad_geometry, padded_shape
-    from .lanes import register_block
-    from .lanes import fits as lanes_fit
-    from .lanes import images_per_chunk as lanes_images
+    from . import lanes
     from .winograd import M_OUT, TILES_PER_CHUNK, winograd_applies
     if pass_ not in PASSES:
         raise ValueError(f"unknown pass {pass_!r}; one of {PASSES}")
@@ -165,13 +162,8 @@ def _applicable(pass_: str, key: tuple) -> dict[str, tuple[int, int]]:
         out["im2col"] = rows_in, rows_out
     if pass_ in ("fwd", "dw") and dtype == np.float32:  # 16 float32 lanes per register
         out["blocked"] = images_per_chunk(blocked_geometry(c, kh, kw, f, s, ho, wo)), share
-    if pass_ == "fwd" and lanes_fit(f, dtype):
-        out["lanes"] = lanes_images(padded_shape(h, w, c, kh, kw, s, key[8][::2], (ho, wo), register_block(f, wo)[1])), share
-    if pass_ == "dx" and fits_input_grad(c, dtype):
-        padded = (*input_grad_geometry((n, h, w, c), kh, kw, s, ((key[8][0], 0), (key[8][2], 0)))[2], f)
-        out["lanes"] = lanes_images(padded), share
-    if pass_ == "dw" and fits_filter_grad(c, f, dtype):
-        out["lanes"] = filter_images_per_chunk(padded_shape(h, w, c, kh, kw, s, key[8][::2], (ho, wo), 1), (ho, wo), f), share
+    if pass_ != "bwd" and lanes.applies(pass_, c, f, dtype):
+        out["lanes"] = lanes.images_per_chunk(pass_, (n, h, w, c), (kh, kw, c, f), s, key[8][::2], (ho, wo)), share
     if pass_ in ("fwd", "dw") and c <= WIDE_MAX_CHANNELS:
         out["wide"] = wide
     if winograd_applies(kh, kw, c, f, s):
