@@ -107,21 +107,38 @@ def _cell_backward(dh_out, dh_next, dc, a, c_prev, tc, dz):
             dcr[k] = d * f
 
 
-def _halved(ks, bias, forget_bias, dtype):
-    """(ks, bp): ``ks``, a kernel of our own in internal gate order, with its sigmoid
-    columns halved in place, and the bias in internal order, the forget bias folded in,
-    halved the same way."""
-    hidden = ks.shape[1] // 4
-    bp = _reordered(bias).astype(dtype, copy=False)
-    bp[hidden:2 * hidden] += dtype.type(forget_bias)
+@njit
+def _halved_rows(a, out):
+    """out [R, 4H] = a in internal gate order (i, f, o, j), the three sigmoid blocks × 0.5.
+    One pass: NumPy's four block copies plus a strided in-place multiply took 43 µs for
+    the lstm recipe's [156, 512] kernel, an eighth of a batch-1 forward pass."""
+    h = a.shape[1] // 4
+    half = out.dtype.type(0.5)
+    for r in range(a.shape[0]):
+        src, dst = a[r], out[r]
+        si, sj, sf, so = src[:h], src[h:2 * h], src[2 * h:3 * h], src[3 * h:]
+        di, df, do, dj = dst[:h], dst[h:2 * h], dst[2 * h:3 * h], dst[3 * h:]
+        for k in range(h):
+            di[k] = si[k] * half
+            df[k] = sf[k] * half
+            do[k] = so[k] * half
+            dj[k] = sj[k]
+
+
+def _halved(kernel, bias, forget_bias, dtype):
+    """(ks, bp): the kernel and the bias (the forget bias folded in) in internal gate order,
+    their sigmoid columns halved."""
     # σ(z) = 0.5 + 0.5·tanh(z/2): the sigmoid columns of the kernel and bias are halved
     # (exact: a power of two), so ONE np.tanh pass over all 4H columns serves the three
     # sigmoid gates and the candidate, instead of negate, exp, +1, reciprocal (4 passes
     # over 3H columns) plus a tanh; and tanh never overflows, unlike exp(-z).
-    half = dtype.type(0.5)
-    ks[:, :3 * hidden] *= half
-    bp[:3 * hidden] *= half
-    return ks, bp
+    hidden = kernel.shape[1] // 4
+    b = bias.astype(dtype)
+    b[2 * hidden:3 * hidden] += dtype.type(forget_bias)  # the f block, in the caller's order
+    ks, bp = np.empty(kernel.shape, dtype), np.empty((1, b.size), dtype)
+    _halved_rows(np.asarray(kernel, dtype), ks)
+    _halved_rows(b.reshape(1, -1), bp)
+    return ks, bp[0]
 
 
 def lstm_forward(x, kernel, bias, forget_bias: float = 1.0):
@@ -130,7 +147,7 @@ def lstm_forward(x, kernel, bias, forget_bias: float = 1.0):
     hidden = kernel.shape[1] // 4
     dtype = x.dtype
     kp = _reordered(kernel)  # kept for the backward
-    ks, bp = _halved(kp.copy(), bias, forget_bias, dtype)
+    ks, bp = _halved(kernel, bias, forget_bias, dtype)
     # xh[t] = [x_t, h_{t-1}]: the step GEMM reads h_{t-1} from it, and the backward gets
     # both weight gradients from ONE GEMM over it.
     xh = np.empty((t_len + 1, n, d + hidden), dtype)
@@ -165,11 +182,12 @@ def lstm_forward(x, kernel, bias, forget_bias: float = 1.0):
 # 256 KB). Measured, lstm recipe, batch 1,000, 2 workers, median of 9 (AMD EPYC Zen 4):
 # blocks of 16 / 32 / 64 / 128 / 256 / 500 rows: 78 / 56 / 50 / 42 / 47 / 44 ms.
 INFER_BLOCK = 128
-# ... and the input GEMM of a block for this many steps at a time, so that its output
-# (4 steps · 128 rows · 4H: 1 MB) is read back from cache, not memory (all 28: 7.3 MB).
-# Measured, same machine, batch 1,000, median of 22 interleaved passes, two runs: all 28
-# steps 44.2 / 49.8 ms, 4 steps 41.1 / 40.2, 2 steps 43.2 / 44.1; the same values.
-INFER_STEPS = 4
+# ... and the input GEMM of a block runs as many steps ahead as fit in INFER_GATE_BYTES,
+# so that its output is read back from cache, not memory: 4 steps of 128 rows · 4H (all
+# 28 would be 7.3 MB). Measured, same machine, batch 1,000, median of 22 interleaved
+# passes, two runs: all 28 steps 44.2 / 49.8 ms, 4 steps 41.1 / 40.2, 2 steps 43.2 / 44.1;
+# the same values. A small batch gets all its steps in one GEMM (batch 1: 57 KB).
+INFER_GATE_BYTES = 1 << 20
 
 
 def lstm_infer(x, kernel, bias, forget_bias: float = 1.0, all_steps: bool = True):
@@ -178,11 +196,11 @@ def lstm_infer(x, kernel, bias, forget_bias: float = 1.0, all_steps: bool = True
     The forward's arithmetic in the same order (so the same values), but each worker runs
     blocks of ``INFER_BLOCK`` rows through all T steps with only the current c and h: the
     forward's [T, N, 4H] gates and [T, N, H] cell states (57 + 28 MB at N = 1,000) are
-    never written, and the input GEMM runs ``INFER_STEPS`` steps ahead, not all T."""
+    never written, and the input GEMM runs ``INFER_GATE_BYTES`` ahead, not all T."""
     n, t_len, d = x.shape
     hidden = kernel.shape[1] // 4
     dtype = x.dtype
-    ks, bp = _halved(_reordered(kernel), bias, forget_bias, dtype)
+    ks, bp = _halved(kernel, bias, forget_bias, dtype)
     kx, kh = ks[:d], ks[d:]
     out = np.empty((n, t_len, hidden) if all_steps else (n, hidden), dtype)
 
@@ -193,14 +211,15 @@ def lstm_infer(x, kernel, bias, forget_bias: float = 1.0, all_steps: bool = True
             h = np.zeros((m, hidden), dtype)
             c, c_next = np.zeros((m, hidden), dtype), np.empty((m, hidden), dtype)
             z = np.empty((m, 4 * hidden), dtype)
+            ahead = max(1, INFER_GATE_BYTES // z.nbytes)
             for t in range(t_len):
-                if t % INFER_STEPS == 0:  # the input GEMM of the next INFER_STEPS steps
-                    t1 = min(t + INFER_STEPS, t_len)
+                if t % ahead == 0:  # the input GEMM of the next `ahead` steps
+                    t1 = min(t + ahead, t_len)
                     gx = np.matmul(np.ascontiguousarray(x[s:e, t:t1].transpose(1, 0, 2)).reshape((t1 - t) * m, d), kx)
                     gx = gx.reshape(t1 - t, m, 4 * hidden)
                     gx += bp
                 np.dot(h, kh, out=z)
-                np.add(gx[t % INFER_STEPS], z, out=z)
+                np.add(gx[t % ahead], z, out=z)
                 np.tanh(z, out=z)
                 _gates_cell(z, c, c_next)  # z becomes [σi, σf, σo, tanh j]
                 c, c_next = c_next, c
