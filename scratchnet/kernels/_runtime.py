@@ -24,6 +24,7 @@ before any kernel is defined. An explicit ``NUMBA_CACHE_DIR`` always wins.
 from __future__ import annotations
 
 import ctypes
+import math
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -235,8 +236,8 @@ def scratch(slot: str, shape, dtype) -> np.ndarray:
     cache = getattr(_local, "bufs", None)
     if cache is None:
         cache = _local.bufs = {}
-    key = (slot, np.dtype(dtype).str)
-    need = int(np.prod(shape))
+    key = (slot, np.dtype(dtype))
+    need = math.prod(shape)  # (np.prod: 3 µs, a tenth of a batch-1 convolution's overhead)
     buf = cache.get(key)
     if buf is None or buf.size < need:
         buf = cache[key] = np.empty(need, dtype)
