@@ -26,6 +26,7 @@ import scratchnet.kernels as fast
 import scratchnet.ops as ref
 from scratchnet.kernels import conv, tuning
 from scratchnet.kernels.lanes import applies as lanes_apply
+from scratchnet.kernels.winograd import winograd_applies
 from scratchnet.kernels.tuning import PASSES, Choice, Store, candidates, conv_key, key_text, runner
 from scratchnet.ops.conv import spatial_geometry
 
@@ -62,7 +63,8 @@ def check_candidates(case, dtype, expect=()):
     seen = set()
     for pass_ in PASSES:
         choices = candidates(pass_, key)
-        tiny = {Choice(c.algorithm, 1 if c.algorithm in ("wide", "winograd", "blocked", "lanes") else 37) for c in choices}
+        tiny = {Choice(c.algorithm, 1 if c.algorithm in ("wide", "winograd", "winograd4", "blocked", "lanes") else 37)
+                for c in choices}
         choices += sorted(tiny) + ([Choice("split")] if pass_ == "bwd" else [])
         for choice in choices:
             got = runner(pass_, choice, key, arrays)()
@@ -82,9 +84,9 @@ class TestEveryCandidate:
     def test_stride2_thin(self, dtype): check_candidates((3, 28, 28, 6, 5, 5, 12, 2, "SAME"), dtype, ["wide", "im2col-t"])  # noqa: E704
     def test_stride2_even_kernel(self, dtype): check_candidates((3, 14, 14, 12, 4, 4, 24, 2, "SAME"), dtype, ["wide"])  # noqa: E704
     def test_stride2_wide_channels(self, dtype): check_candidates((2, 28, 28, 24, 5, 5, 48, 2, "SAME"), dtype, ["lanes"] if dtype == np.float32 else [])  # noqa: E704
-    def test_winograd_deep_cnn_conv2(self, dtype): check_candidates((3, 14, 14, 32, 5, 5, 64, 1, "SAME"), dtype, ["winograd", "flipped-t"])  # noqa: E704
-    def test_winograd_odd_valid(self, dtype): check_candidates((2, 9, 11, 16, 5, 5, 16, 1, "VALID"), dtype, ["winograd", "wide"])  # noqa: E704
-    def test_winograd_narrowest(self, dtype): check_candidates((5, 13, 14, 8, 5, 5, 8, 1, "SAME"), dtype, ["winograd"])  # noqa: E704
+    def test_winograd_deep_cnn_conv2(self, dtype): check_candidates((3, 14, 14, 32, 5, 5, 64, 1, "SAME"), dtype, ["winograd", "winograd4", "flipped-t"])  # noqa: E704
+    def test_winograd_odd_valid(self, dtype): check_candidates((2, 9, 11, 16, 5, 5, 16, 1, "VALID"), dtype, ["winograd", "winograd4", "wide"])  # noqa: E704
+    def test_winograd_narrowest(self, dtype): check_candidates((5, 13, 14, 8, 5, 5, 8, 1, "SAME"), dtype, ["winograd", "winograd4"])  # noqa: E704
     def test_flipped_even_kernel(self, dtype): check_candidates((3, 14, 14, 6, 6, 6, 5, 1, "SAME"), dtype, ["flipped"])  # noqa: E704
     def test_non_square_valid(self, dtype): check_candidates((2, 9, 8, 5, 3, 3, 4, 2, "VALID"), dtype)  # noqa: E704
     def test_wide_c4_non_square(self, dtype): check_candidates((4, 9, 7, 4, 2, 5, 3, 1, "SAME"), dtype, ["wide"])  # noqa: E704
@@ -387,8 +389,9 @@ FUSED_CASES = [(3, 28, 28, 1, 5, 5, 32, 1, "SAME"), (2, 28, 28, 1, 6, 6, 24, 1, 
                DEEP2, (2, 9, 11, 16, 5, 5, 16, 1, "VALID"), (2, 28, 28, 24, 5, 5, 48, 2, "SAME")]
 
 
-@pytest.mark.parametrize("case, forward", [(c, f) for c in FUSED_CASES for f in ("blocked", "lanes", "built-in")
-                                           if f != "lanes" or lanes_apply("fwd", c[3], c[6], np.float32)],
+@pytest.mark.parametrize("case, forward", [(c, f) for c in FUSED_CASES for f in ("blocked", "lanes", "winograd4", "built-in")
+                                           if (f != "lanes" or lanes_apply("fwd", c[3], c[6], np.float32))
+                                           and (f != "winograd4" or winograd_applies(*c[4:6], c[3], c[6], c[7]))],
                          ids=lambda c: f"{c[1]}x{c[2]}x{c[3]}-{c[4]}x{c[5]}to{c[6]}-s{c[7]}" if isinstance(c, tuple) else c)
 def test_the_fused_inference_op_equals_its_ops_one_by_one(empty_store, monkeypatch, case, forward):
     """``conv2d_infer`` (conv + bias, batch normalisation, ReLU, max-pool as one op) gives
@@ -396,8 +399,9 @@ def test_the_fused_inference_op_equals_its_ops_one_by_one(empty_store, monkeypat
     fused into the blocked forward's write of y (the pool too for even outputs without a
     normalisation; odd ones, e.g. 7 × 7 or 12 × 10 VALID → 10 × 8, pool after it), into the
     lanes forward's (the pool after it), into
-    Winograd's output transform (the built-in choice for the 5 × 5 layers with 16 and 32
-    channels) or run after another algorithm. Every scratch buffer is NaN-filled first, so
+    Winograd's output transform (F(2×2), the built-in choice for the 5 × 5 layers with 16
+    and 32 channels, or F(4×4), where each output tile holds four pool windows) or run after
+    another algorithm. Every scratch buffer is NaN-filled first, so
     a read of stale rows or pixels would show."""
     from scratchnet.kernels import _runtime, blocked, lanes, winograd
 

@@ -18,8 +18,9 @@ contiguous in x and in col.
 Thin inputs with stride 1 (C ≤ 4: every recipe's first layer) take the "wide" path
 instead (see the section below): whole-image column copies from channel-planar, padded
 phase planes, and the GEMM oriented as yᵀ = W2ᵀ @ colᵀ. 5×5 stride-1 layers with ≥ 16
-channels (deep-CNN conv2) use Winograd F(2×2, 5×5) (``winograd.py``) unless the
-algorithm is set to "direct" (``conv_algorithm``, ``SCRATCHNET_CONV_ALGORITHM``).
+channels (deep-CNN conv2) use Winograd F(2×2, 5×5) (``winograd.py``; F(4×4, 5×5) where the
+tuner measured it faster) unless the algorithm is set to "direct" (``conv_algorithm``,
+``SCRATCHNET_CONV_ALGORITHM``).
 
 Backward, with dY [N, Ho, Wo, F] seen as a matrix [N·Ho·Wo, F]:
 
@@ -69,7 +70,7 @@ from ._runtime import blas_single, chosen_chunk, chunk_size, njit, parallel, par
 from .blocked import blocked_filter_grad, blocked_forward
 from .lanes import lanes_filter_grad, lanes_forward, lanes_input_grad
 from .tuning import Choice, conv_key
-from .winograd import use_winograd, winograd_backward, winograd_forward
+from .winograd import TILE, use_winograd, winograd_backward, winograd_forward
 
 # --- which algorithm: "auto", "direct" (never Winograd) or "untuned" ---------------------------
 #
@@ -114,10 +115,10 @@ def conv_algorithm(name: str):
 #   dw   im2col, wide, winograd, blocked (float32: 4 taps × 4 channels in registers, reduced over pixels),
 #        lanes (float32: 4-12 input channels × 1-3 output-channel vectors, the same)
 #   bwd  winograd (dx and dw in one pass, sharing dY's transform) or split (dx and dw apart)
-ALGORITHMS = {"fwd": ("im2col", "im2col-t", "wide", "winograd", "blocked", "lanes"),
-              "dx": ("col2im", "flipped", "flipped-t", "winograd", "lanes"),
-              "dw": ("im2col", "wide", "winograd", "blocked", "lanes"),
-              "bwd": ("winograd", "split")}
+ALGORITHMS = {"fwd": ("im2col", "im2col-t", "wide", "winograd", "winograd4", "blocked", "lanes"),
+              "dx": ("col2im", "flipped", "flipped-t", "winograd", "winograd4", "lanes"),
+              "dw": ("im2col", "wide", "winograd", "winograd4", "blocked", "lanes"),
+              "bwd": ("winograd", "winograd4", "split")}
 
 
 def _builtin(pass_: str, key, winograd: bool) -> Choice:
@@ -492,8 +493,8 @@ def forward_with(choice: Choice, x, w, b, stride, pads, out_hw):
     kh, kw, c, f = w.shape
     pt, pl = pads[0][0], pads[1][0]
     with chunk_size(choice.chunk):
-        if choice.algorithm == "winograd":
-            return winograd_forward(x, w, b, pads, out_hw)
+        if choice.algorithm in TILE:
+            return winograd_forward(x, w, b, pads, out_hw, tile=TILE[choice.algorithm])
         if choice.algorithm == "blocked":
             return blocked_forward(x, w, b, stride, pads, out_hw)
         if choice.algorithm == "lanes":
@@ -562,8 +563,8 @@ def filter_grad_with(choice: Choice, dy, cache):
     x, w, stride, out_hw, pads = cache
     kh, kw, _, f = w.shape
     with chunk_size(choice.chunk):
-        if choice.algorithm == "winograd":
-            return winograd_backward(x, w, dy, pads, out_hw, need_dx=False)[1]
+        if choice.algorithm in TILE:
+            return winograd_backward(x, w, dy, pads, out_hw, need_dx=False, tile=TILE[choice.algorithm])[1]
         if choice.algorithm == "blocked":
             return blocked_filter_grad(x, dy, kh, kw, stride, pads, out_hw)
         if choice.algorithm == "lanes":
@@ -586,8 +587,8 @@ def input_grad_with(choice: Choice, dy, cache):
     kh, kw, c, f = w.shape
     (pt, _), (pl, _) = pads
     with chunk_size(choice.chunk):
-        if choice.algorithm == "winograd":
-            return winograd_backward(x, w, dy, pads, out_hw, need_dw=False)[0]
+        if choice.algorithm in TILE:
+            return winograd_backward(x, w, dy, pads, out_hw, need_dw=False, tile=TILE[choice.algorithm])[0]
         if choice.algorithm == "lanes":
             return lanes_input_grad(dy, w, x.shape, stride, pads)
         if choice.algorithm in ("flipped", "flipped-t"):  # stride 1 only
@@ -601,11 +602,11 @@ def input_grad_with(choice: Choice, dy, cache):
 
 
 def backward_with(choice: Choice, dy, cache, dx_choice: Choice | None = None, dw_choice: Choice | None = None):
-    """(dx, dw): in one Winograd pass (``choice`` "winograd") or as two ("split")."""
-    if choice.algorithm == "winograd":  # dx and dw share the transform of dy
+    """(dx, dw): in one Winograd pass (``choice`` "winograd" or "winograd4") or as two ("split")."""
+    if choice.algorithm in TILE:  # dx and dw share the transform of dy
         x, w, _, out_hw, pads = cache
         with chunk_size(choice.chunk):
-            return winograd_backward(x, w, dy, pads, out_hw)
+            return winograd_backward(x, w, dy, pads, out_hw, tile=TILE[choice.algorithm])
     key = _cache_key(cache)
     return (input_grad_with(dx_choice or choose("dx", key), dy, cache),
             filter_grad_with(dw_choice or choose("dw", key), dy, cache))

@@ -25,7 +25,7 @@ from .conv import forward_plan, forward_with
 from .dense import dense_forward
 from .lanes import lanes_forward, poolable
 from .pool import max_pool
-from .winograd import winograd_forward
+from .winograd import TILE, winograd_forward
 
 
 def pool_fusable(pool, out_hw) -> bool:
@@ -59,9 +59,9 @@ def conv2d_infer(x, w, b, stride: int = 1, padding: str = "SAME", *, bn=None, re
             else:
                 fuse = fuse and poolable(w.shape[3], out_hw)
                 y = lanes_forward(x, w, b, stride, pads, out_hw, affine=affine, relu=relu, pool=fuse)
-    elif choice.algorithm == "winograd" and bn is None:
+    elif choice.algorithm in TILE and bn is None:
         with chunk_size(choice.chunk):
-            y = winograd_forward(x, w, b, pads, out_hw, relu=relu, pool=fuse)
+            y = winograd_forward(x, w, b, pads, out_hw, relu=relu, pool=fuse, tile=TILE[choice.algorithm])
     else:
         y, fuse = _pointwise(forward_with(choice, x, w, b, stride, pads, out_hw), bn, relu), False
     return max_pool(y, *pool) if pool is not None and not fuse else y

@@ -60,7 +60,7 @@ import numpy as np
 from ..cpu import cpuinfo, model_name
 from ._runtime import CACHE_DIR, NUM_THREADS
 
-KERNEL_VERSION = 10  # bump when a kernel's speed changes enough to void earlier measurements
+KERNEL_VERSION = 11  # bump when a kernel's speed changes enough to void earlier measurements
 FORMAT = 2  # 2: "ms" holds the fastest round, "median_ms" the median
 PASSES = ("fwd", "dx", "dw", "bwd")
 REPEATS = 5
@@ -139,7 +139,7 @@ def _applicable(pass_: str, key: tuple) -> dict[str, tuple[int, int]]:
     from .blocked import images_per_chunk
     from .conv import WIDE_MAX_CHANNELS, _chunk_rows, _wide_chunks
     from . import lanes
-    from .winograd import M_OUT, TILES_PER_CHUNK, winograd_applies
+    from .winograd import TILE, TILES_PER_CHUNK, winograd_applies
     if pass_ not in PASSES:
         raise ValueError(f"unknown pass {pass_!r}; one of {PASSES}")
     n, h, w, c, kh, kw, f, s, ho, wo, dtype = _geometry(key)
@@ -167,7 +167,8 @@ def _applicable(pass_: str, key: tuple) -> dict[str, tuple[int, int]]:
     if pass_ in ("fwd", "dw") and c <= WIDE_MAX_CHANNELS:
         out["wide"] = wide
     if winograd_applies(kh, kw, c, f, s):
-        out["winograd"] = max(1, TILES_PER_CHUNK // (-(-ho // M_OUT) * -(-wo // M_OUT))), share
+        for name, m in TILE.items():
+            out[name] = max(1, TILES_PER_CHUNK[m] // (-(-ho // m) * -(-wo // m))), share
     return out
 
 
@@ -583,7 +584,7 @@ def conv_plan(model, batch: int, dtype=np.float32, *, training: bool = True,
         if not training:
             continue
         both = None if first else conv.choose("bwd", key, first_use=False)
-        if both is not None and both.algorithm == "winograd":
+        if both is not None and both.algorithm in conv.TILE:  # Winograd's dx and dw in one pass
             row(layer, "dx", key, True, both)
             row(layer, "dw", key, True, both)
         else:

@@ -1,12 +1,14 @@
-"""Winograd convolution F(2×2, 5×5) for stride-1 layers with many channels (deep-CNN conv2).
+"""Winograd convolution F(m×m, 5×5), m = 2 or 4, for stride-1 layers with many channels
+(deep-CNN conv2).
 
 im2col + GEMM spends KH·KW multiplications per input channel on every output pixel (25
-for a 5×5 filter). Winograd's minimal filtering computes a 2×2 block of outputs from an
-α×α input tile (α = r + 1) with α² multiplications per channel instead of 4·r²: 36
-instead of 100 for r = 5, 2.8× fewer. In 1-D, for outputs y_i = Σ_k g_k·d_{i+k}
-(i < 2, k < r) and a tile d of α inputs:
+for a 5×5 filter). Winograd's minimal filtering computes an m×m block of outputs from an
+α×α input tile (α = m + r - 1) with α² multiplications per channel instead of m²·r²:
+F(2×2, 5×5) takes 36 instead of 100 (9 per output, 2.8× fewer), F(4×4, 5×5) 64 instead
+of 400 (4 per output, 6.25× fewer). In 1-D, for outputs y_i = Σ_k g_k·d_{i+k} (i < m,
+k < r) and a tile d of α inputs:
 
-    y = Aᵀ [(G g) ⊙ (Bᵀ d)]          Aᵀ [2, α], G [α, r], Bᵀ [α, α]
+    y = Aᵀ [(G g) ⊙ (Bᵀ d)]          Aᵀ [m, α], G [α, r], Bᵀ [α, α]
 
 and in 2-D the same on both axes: Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A. Summed over the input
 channels, the element-wise product becomes α² independent matrix products
@@ -15,24 +17,27 @@ channels, the element-wise product becomes α² independent matrix products
     U[ξ] = (G w Gᵀ)[ξ]                    [C, F]      filter, transformed once per call
     V[ξ] = (Bᵀ d B)[ξ] for every tile     [T, C]      input tiles
     M[ξ] = V[ξ] @ U[ξ]                    [T, F]      α² GEMMs (one batched np.matmul)
-    y(tile) = Aᵀ M A                      [2, 2, F]   (+ bias)
+    y(tile) = Aᵀ M A                      [m, m, F]   (+ bias)
 
 Backward, with dM = A dY Aᵀ per tile (the adjoint of the output transform):
 
     dU[ξ] = V[ξ]ᵀ @ dM[ξ]   then  dW = Gᵀ dU G                       (filter gradient)
     dV[ξ] = dM[ξ] @ U[ξ]ᵀ   then  dx(tile) += B dV Bᵀ  (overlapping tiles add up)
 
-The matrices come from the interpolation points 0, 1, -1, ½, -2 and ∞ (Toom-Cook): Aᵀ
-evaluates at the points, G interpolates the filter there, and Bᵀ is the unique matrix for
-which the 1-D identity holds for every g and d (``_transforms`` solves for it). Of the
-point sets tried, this one gave the smallest float32 error: about 1.5e-6 of the output
-scale for a 5×5×32 sum, against 1.6e-7 for the direct sum (measured in float64 against
-exact; ``tests/test_kernels.py`` holds float32 to 2e-5 of the scale and float64 to 1e-12).
+The matrices come from interpolation points (Toom-Cook): 0, 1, -1, ½, -2 and ∞ for
+F(2×2); 0, ±1, ±2, ±½ and ∞ for F(4×4). Aᵀ evaluates at the points, G interpolates the
+filter there, and Bᵀ is the unique matrix for which the 1-D identity holds for every g
+and d (``_transforms`` solves for it). Larger points amplify rounding, so the bigger tile
+pays in accuracy: for deep-CNN conv2 in float32 the error is about 1.5e-6 of the output
+scale with F(2×2), 4–8e-6 with F(4×4), against 1.6e-7 for the direct sum (float64
+against exact). ``tests/test_tuning.py`` holds every candidate to 2e-5 of the scale in
+float32 and 1e-12 in float64. The built-in rule runs F(2×2); F(4×4) ("winograd4") is a
+candidate of ``kernels.tuning`` only, picked where it measures faster.
 
 Work is split by whole images over the worker threads (so dx's overlapping tiles never
 race); each thread walks its images a few at a time, so that V and M (~100 tiles) stay
 in cache. The transforms are serial Numba loops over long contiguous runs (see the
-comment above ``_comb6``).
+comment above ``_comb``).
 """
 
 from __future__ import annotations
@@ -41,316 +46,357 @@ from fractions import Fraction
 from functools import lru_cache
 
 import numpy as np
+from numba.extending import overload
 
 from ._runtime import blas_single, chosen_chunk, njit, parallel, parallel_sum, scratch
 
 R = 5  # filter size
-M_OUT = 2  # outputs per tile side
-ALPHA = R + M_OUT - 1  # input tile side: 6
-POINTS = (0, 1, -1, Fraction(1, 2), -2)  # the R finite interpolation points (∞ is the last)
-# Tiles per GEMM batch (whole images: 2 of deep-CNN conv2's 49-tile images). Measured
-# on deep-CNN conv2, 2 threads, fwd/bwd ms: 1 image 4.45/9.64, 2 images 4.28/8.57,
+# The output tile side m of each algorithm, F(m×m, 5×5), and the R + m - 2 finite
+# interpolation points of its transforms (∞ is the last point). α = m + R - 1 is the input
+# tile side: 6 for F(2×2), 8 for F(4×4).
+TILE = {"winograd": 2, "winograd4": 4}
+POINTS = {2: (0, 1, -1, Fraction(1, 2), -2), 4: (0, 1, -1, 2, -2, Fraction(1, 2), Fraction(-1, 2))}
+# Tiles per GEMM batch (whole images: 2 of deep-CNN conv2's 49-tile images in F(2×2)).
+# Measured on deep-CNN conv2, 2 threads, fwd/bwd ms: 1 image 4.45/9.64, 2 images 4.28/8.57,
 # 3 images 4.26/8.63, 5 images 4.30/9.21 (V and M of ~100 tiles, ~1.2 MB, stay in L2).
-TILES_PER_CHUNK = 128
+# F(4×4)'s tiles are 64 products each: 4 of its 16-tile images are the same 1.5 MB.
+TILES_PER_CHUNK = {2: 128, 4: 64}
+# Tuples of α and of m zeros per tile size: passed to the kernels, they make α and m
+# compile-time lengths for the tuples of offsets and coefficients below.
+_ZEROS = {m: ((0,) * (m + R - 1), (0,) * m) for m in POINTS}
 
 
 @lru_cache(maxsize=None)
-def _transforms():
-    """``(Aᵀ [2, α], G [α, r], Bᵀ [α, α])`` in float64 for F(2, 5), α = 6.
+def _transforms(m: int = 2):
+    """``(Aᵀ [m, α], G [α, r], Bᵀ [α, α])`` in float64 for F(m, 5), α = m + 4.
 
-    Aᵀ[i, j] = p_j^i (and row i = 1 picks the ∞ point), G[j, k] = p_j^k / Π_{l≠j}(p_j - p_l)
+    Aᵀ[i, j] = p_j^i (and row m - 1 picks the ∞ point), G[j, k] = p_j^k / Π_{l≠j}(p_j - p_l)
     (and G[∞] = [0, …, 0, 1]). Bᵀ then solves Σ_ξ Aᵀ[i, ξ]·G[ξ, k]·Bᵀ[ξ, j] = [j = i + k]
-    for all i, k, j: 2·r·α equations, α² unknowns, one exact solution (rational, small
+    for all i, k, j: m·r·α equations, α² unknowns, one exact solution (rational, small
     denominators; rounded to them)."""
-    pts, r, alpha = POINTS, R, ALPHA
-    at = np.zeros((M_OUT, alpha))
+    pts, r, alpha = POINTS[m], R, m + R - 1
+    at = np.zeros((m, alpha))
     g = np.zeros((alpha, r))
     for j, p in enumerate(pts):
         denom = np.prod([p - q for q in pts if q != p])
-        at[:, j] = [float(p) ** i for i in range(M_OUT)]
+        at[:, j] = [float(p) ** i for i in range(m)]
         g[j] = [float(Fraction(p) ** k / denom) for k in range(r)]
-    at[M_OUT - 1, alpha - 1] = 1
+    at[m - 1, alpha - 1] = 1
     g[alpha - 1, r - 1] = 1
-    system = np.zeros((M_OUT * r * alpha, alpha * alpha))
-    rhs = np.zeros(M_OUT * r * alpha)
+    system = np.zeros((m * r * alpha, alpha * alpha))
+    rhs = np.zeros(m * r * alpha)
     row = 0
-    for i in range(M_OUT):
+    for i in range(m):
         for k in range(r):
             for j in range(alpha):
                 system[row].reshape(alpha, alpha)[:, j] = at[i] * g[:, k]
                 rhs[row] = float(j == i + k)
                 row += 1
     bt = np.linalg.lstsq(system, rhs, rcond=None)[0].reshape(alpha, alpha)
-    bt = np.vectorize(lambda v: float(Fraction(v).limit_denominator(64)))(bt)
+    bt = np.vectorize(lambda v: float(Fraction(v).limit_denominator(256)))(bt)
     assert np.abs(system @ bt.reshape(-1) - rhs).max() < 1e-12, "Winograd transform solve failed"
     return at, g, bt
 
 
 def use_winograd(kh: int, kw: int, c: int, f: int, stride: int) -> bool:
-    """The built-in rule: square 5×5 filters, stride 1, at least 16 channels in and out.
-    Measured for deep-CNN conv2 (5×5, 32 -> 64); thinner layers keep im2col, whose GEMM is
-    already short there. (``kernels.tuning`` times it on every layer ``winograd_applies`` to.)"""
+    """The built-in rule (F(2×2, 5×5)): square 5×5 filters, stride 1, at least 16 channels
+    in and out. Measured for deep-CNN conv2 (5×5, 32 -> 64); thinner layers keep im2col,
+    whose GEMM is already short there. (``kernels.tuning`` times both tile sizes on every
+    layer ``winograd_applies`` to.)"""
     return stride == 1 and kh == kw == R and c >= 16 and f >= 16
 
 
 def winograd_applies(kh: int, kw: int, c: int, f: int, stride: int) -> bool:
-    """Where this F(2×2, 5×5) kernel is correct and may pay: 5×5 stride 1, ≥ 8 channels in and out."""
+    """Where these kernels are correct and may pay: 5×5 stride 1, ≥ 8 channels in and out."""
     return stride == 1 and kh == kw == R and c >= 8 and f >= 8
 
 
 # The transforms are separable (rows, then columns), and each pass is a few long loops
-# over contiguous memory, each writing one run as a 6-term combination of 6 runs
-# (``_comb6``), which LLVM vectorises. (One loop per tile and channel vector does the same
+# over contiguous memory, each writing one run as an α-term combination of α runs
+# (``_comb``), which LLVM vectorises. (One loop per tile and channel vector does the same
 # arithmetic in runs of C = 32 floats and was 10x slower: loop overhead, not arithmetic.)
-# For that, the padded input is stored with its columns split by parity,
-# xq[n, row, col % 2, col // 2, :]: the tiles of one tile row start at columns 2·tj, so
-# tap j of all of them, columns 2·tj + j, is ONE contiguous run
-# xq[n, row, j % 2, j // 2 : j // 2 + tw, :].
+# For that, the padded input is stored with its columns split by phase modulo m,
+# xq[n, row, col % m, col // m, :]: the tiles of one tile row start at columns m·tj, so
+# tap j of all of them, columns m·tj + j, is ONE contiguous run
+# xq[n, row, j % m, j // m : j // m + tw, :].
+#
+# The offsets and coefficients of one combination are tuples, so that each run gets its
+# own slice (a slice from index 0 vectorises; ``src[off + k]`` with a runtime offset keeps
+# Numba's negative-index check, see docs/performance.md, rule 3). Their length, α for the
+# tile transforms and m for the output adjoint's, is a compile-time constant: it comes from
+# the type of ``z``, a tuple of that many zeros (``_ZEROS``), and each length compiles its
+# own unrolled loop body, generated from one template below.
+
+def _comb(dst, d0, src, offs, coefs, n, accumulate):
+    """dst[d0 + k] (+)= Σ_j coefs[j] · src[offs[j] + k] for k < n, over len(offs) runs
+    (zero coefficients just contribute 0), summed left to right."""
 
 
-@njit
-def _comb6(dst, d0, src, offs, coefs, n, accumulate):
-    """dst[d0 + k] (+)= Σ_j coefs[j] · src[offs[j] + k] for k < n (6 terms; zero
-    coefficients just contribute 0)."""
-    o0, o1, o2, o3, o4, o5 = offs
-    c0, c1, c2, c3, c4, c5 = coefs
+def _row(mat, i, z):
+    """Row i of a matrix, its first len(z) entries, as a tuple (the coefficients of one output)."""
+
+
+def _col(mat, j, z):
+    """Column j of a matrix, its first len(z) entries, as a tuple."""
+
+
+def _strided(base, step, z):
+    """(base, base + step, …, base + (len(z) - 1)·step): the offsets of equally spaced runs."""
+
+
+_TEMPLATES = {
+    _comb: """
+def impl(dst, d0, src, offs, coefs, n, accumulate):
     ds = dst[d0:d0 + n]
-    s0, s1, s2 = src[o0:o0 + n], src[o1:o1 + n], src[o2:o2 + n]
-    s3, s4, s5 = src[o3:o3 + n], src[o4:o4 + n], src[o5:o5 + n]
+    {slices}
     if accumulate:
         for k in range(n):
-            ds[k] += c0 * s0[k] + c1 * s1[k] + c2 * s2[k] + c3 * s3[k] + c4 * s4[k] + c5 * s5[k]
+            ds[k] += {terms}
     else:
         for k in range(n):
-            ds[k] = c0 * s0[k] + c1 * s1[k] + c2 * s2[k] + c3 * s3[k] + c4 * s4[k] + c5 * s5[k]
+            ds[k] = {terms}
+""",
+    _row: "def impl(mat, i, z):\n    return ({row},)",
+    _col: "def impl(mat, j, z):\n    return ({col},)",
+    _strided: "def impl(base, step, z):\n    return ({strided},)",
+}
 
 
-@njit
-def _strided6(base, step):
-    """(base, base + step, …, base + 5·step): the offsets of six equally spaced runs."""
-    return (base, base + step, base + 2 * step, base + 3 * step, base + 4 * step, base + 5 * step)
+def _generated(fn, count: int):
+    """The implementation of ``fn`` for tuples of ``count`` entries, from its template."""
+    parts = {"slices": "; ".join(f"s{j} = src[offs[{j}]:offs[{j}] + n]" for j in range(count)),
+             "terms": " + ".join(f"coefs[{j}] * s{j}[k]" for j in range(count)),
+             "row": ", ".join(f"mat[i, {j}]" for j in range(count)),
+             "col": ", ".join(f"mat[{j}, j]" for j in range(count)),
+             "strided": ", ".join(f"base + {j} * step" for j in range(count))}
+    namespace: dict = {}
+    exec(_TEMPLATES[fn].format(**parts), namespace)  # noqa: S102 (our own fixed template)
+    return namespace["impl"]
 
 
-@njit
-def _row(mat, i):
-    """Row i of a [·, 6] matrix as a 6-tuple (the coefficients of one output)."""
-    return mat[i, 0], mat[i, 1], mat[i, 2], mat[i, 3], mat[i, 4], mat[i, 5]
+@overload(_comb)
+def _comb_typed(dst, d0, src, offs, coefs, n, accumulate):
+    return _generated(_comb, offs.count)
 
 
-@njit
-def _col(mat, j):
-    return mat[0, j], mat[1, j], mat[2, j], mat[3, j], mat[4, j], mat[5, j]
+@overload(_row)
+def _row_typed(mat, i, z):
+    return _generated(_row, z.count)
 
 
-@njit
-def _axpy(dst, d0, src, s0, n, coef):
-    """dst[d0 : d0 + n] += coef · src[s0 : s0 + n]"""
-    ds, ss = dst[d0:d0 + n], src[s0:s0 + n]
-    for k in range(n):
-        ds[k] += coef * ss[k]
+@overload(_col)
+def _col_typed(mat, j, z):
+    return _generated(_col, z.count)
+
+
+@overload(_strided)
+def _strided_typed(base, step, z):
+    return _generated(_strided, z.count)
+
+
+def _tap_offsets(m: int, wq: int, c: int, row: int) -> np.ndarray:
+    """[α, α] int64: entry [a, j] is the offset of tap j's run, (j % m)·wq·c + (j // m)·c, in
+    row a of a stack of phase-split rows [m, wq, c] of ``row`` floats each."""
+    alpha = m + R - 1
+    j = np.arange(alpha)
+    return np.arange(alpha)[:, None] * row + (j % m) * wq * c + (j // m) * c
 
 
 @njit
 def _pad_phases(x, xq, n0, n1, pt, pl):
-    """xq[n - n0, u, s, v, :] = x[n, u - pt, 2·v + s - pl, :], 0 outside x."""
-    h, w = x.shape[1], x.shape[2]
+    """xq[n - n0, u, s, v, :] = x[n, u - pt, m·v + s - pl, :] (m = xq.shape[2]), 0 outside x."""
+    h, w, m = x.shape[1], x.shape[2], xq.shape[2]
     xq[:n1 - n0] = 0
     for n in range(n0, n1):
         for ih in range(h):
             for iw in range(w):
                 col = iw + pl
-                xq[n - n0, ih + pt, col % 2, col // 2] = x[n, ih, iw]
+                xq[n - n0, ih + pt, col % m, col // m] = x[n, ih, iw]
 
 
 @njit
 def _unpad_phases(dxq, dx, n0, n1, pt, pl):
-    """dx[n, ih, iw, :] = dxq[n - n0, ih + pt, (iw + pl) % 2, (iw + pl) // 2, :] (the adjoint of padding)."""
-    h, w = dx.shape[1], dx.shape[2]
+    """dx[n, ih, iw, :] = dxq[n - n0, ih + pt, (iw + pl) % m, (iw + pl) // m, :] (the adjoint of padding)."""
+    h, w, m = dx.shape[1], dx.shape[2], dxq.shape[2]
     for n in range(n0, n1):
         for ih in range(h):
             for iw in range(w):
                 col = iw + pl
-                dx[n, ih, iw] = dxq[n - n0, ih + pt, col % 2, col // 2]
+                dx[n, ih, iw] = dxq[n - n0, ih + pt, col % m, col // m]
 
 
 @njit
-def _tap_offsets(wq, c):
-    """Offsets, in a phase-split row [2, wq, c], of the runs of taps j = 0..5: (j % 2)·wq·c + (j // 2)·c."""
-    return 0, wq * c, c, wq * c + c, 2 * c, wq * c + 2 * c
-
-
-@njit
-def _input_tiles(xq, v, images, th, tw, bt):
-    """v[a·6 + b, t, :] = (Bᵀ d B)[a, b, :] for the tiles t = (n·th + ti)·tw + tj of the
-    first ``images`` padded images in xq; d = rows 2·ti.., columns 2·tj.. of the padding."""
-    wq, c = xq.shape[3], xq.shape[4]
-    row = 2 * wq * c
+def _input_tiles(xq, v, images, th, tw, bt, taps, z):
+    """v[a·α + b, t, :] = (Bᵀ d B)[a, b, :] for the tiles t = (n·th + ti)·tw + tj of the
+    first ``images`` padded images in xq; d = rows m·ti.., columns m·tj.. of the padding."""
+    m, wq, c = xq.shape[2], xq.shape[3], xq.shape[4]
+    alpha = bt.shape[0]
+    row = m * wq * c
     run = tw * c
-    tmp = np.empty(ALPHA * row, xq.dtype)
-    taps = _tap_offsets(wq, c)
+    tmp = np.empty(alpha * row, xq.dtype)
     for n in range(images):
         rows = xq[n].reshape(-1)
         for ti in range(th):
             t0 = (n * th + ti) * tw
-            r0 = 2 * ti * row
-            offs = _strided6(r0, row)
-            for a in range(ALPHA):  # rows: tmp[a] = Σ_k Bᵀ[a, k] · xq[2·ti + k]
-                _comb6(tmp, a * row, rows, offs, _row(bt, a), row, False)
-            for a in range(ALPHA):  # columns: v[a, b] = Σ_j Bᵀ[b, j] · tmp[a][columns 2·tj + j]
-                ta = (taps[0] + a * row, taps[1] + a * row, taps[2] + a * row,
-                      taps[3] + a * row, taps[4] + a * row, taps[5] + a * row)
-                for b in range(ALPHA):
-                    _comb6(v[a * ALPHA + b].reshape(-1), t0 * c, tmp, ta, _row(bt, b), run, False)
+            offs = _strided(m * ti * row, row, z)
+            for a in range(alpha):  # rows: tmp[a] = Σ_k Bᵀ[a, k] · xq[m·ti + k]
+                _comb(tmp, a * row, rows, offs, _row(bt, a, z), row, False)
+            for a in range(alpha):  # columns: v[a, b] = Σ_j Bᵀ[b, j] · tmp[a][columns m·tj + j]
+                ta = _row(taps, a, z)
+                for b in range(alpha):
+                    _comb(v[a * alpha + b].reshape(-1), t0 * c, tmp, ta, _row(bt, b, z), run, False)
 
 
 @njit
-def _input_tiles_adjoint(dv, dxq, images, th, tw, bt):
-    """dxq[n, 2·ti + k, columns 2·tj + j] += (B dV Bᵀ)[k, j, :]: the adjoint of
+def _input_tiles_adjoint(dv, dxq, images, th, tw, bt, taps, z):
+    """dxq[n, m·ti + k, columns m·tj + j] += (B dV Bᵀ)[k, j, :]: the adjoint of
     ``_input_tiles`` (overlapping tiles add up). dxq must start at zero."""
-    wq, c = dxq.shape[3], dxq.shape[4]
-    row = 2 * wq * c
+    m, wq, c = dxq.shape[2], dxq.shape[3], dxq.shape[4]
+    alpha = bt.shape[0]
+    row = m * wq * c
     run = tw * c
     tiles = dv.shape[1]
-    tmp = np.empty(ALPHA * row, dxq.dtype)
-    taps = _tap_offsets(wq, c)
+    tmp = np.empty(alpha * row, dxq.dtype)
     src = dv.reshape(-1)
     for n in range(images):
         rows = dxq[n].reshape(-1)
         for ti in range(th):
             t0 = (n * th + ti) * tw
             tmp[:] = 0
-            for a in range(ALPHA):  # columns: tmp[a][2·tj + j] += Σ_b Bᵀ[b, j] · dV[a, b]
-                base = (a * ALPHA * tiles + t0) * c
-                offs = _strided6(base, tiles * c)
-                for j in range(ALPHA):
-                    _comb6(tmp, a * row + taps[j], src, offs, _col(bt, j), run, True)
-            r0 = 2 * ti * row
-            offs = _strided6(0, row)
-            for k in range(ALPHA):  # rows: dxq[2·ti + k] += Σ_a Bᵀ[a, k] · tmp[a]
-                _comb6(rows, r0 + k * row, tmp, offs, _col(bt, k), row, True)
+            for a in range(alpha):  # columns: tmp[a][m·tj + j] += Σ_b Bᵀ[b, j] · dV[a, b]
+                offs = _strided((a * alpha * tiles + t0) * c, tiles * c, z)
+                for j in range(alpha):
+                    _comb(tmp, taps[a, j], src, offs, _col(bt, j, z), run, True)
+            offs = _strided(0, row, z)
+            for k in range(alpha):  # rows: dxq[m·ti + k] += Σ_a Bᵀ[a, k] · tmp[a]
+                _comb(rows, (m * ti + k) * row, tmp, offs, _col(bt, k, z), row, True)
 
 
 @njit
-def _output_tiles(m, y, n0, n1, th, tw, at, bias, relu, pool):
-    """y[n, 2·ti + i, 2·tj + j, :] = (Aᵀ M A)[i, j, :] + bias, inside y; then max(·, 0) if
-    ``relu``. With ``pool`` (inference, Ho and Wo even): each 2 × 2 output tile is one
-    window of a 2 × 2 max-pool of stride 2, and only its maximum is written, y[n, ti, tj, :]
-    (y [N, Ho/2, Wo/2, F]), taken in the pool's window order with its strict >."""
+def _output_tiles(mm, y, n0, n1, th, tw, at, bias, relu, pool, z):
+    """y[n, m·ti + i, m·tj + j, :] = (Aᵀ M A)[i, j, :] + bias, inside y; then max(·, 0) if
+    ``relu``. With ``pool`` (inference, Ho and Wo even): the m × m output tile holds
+    (m/2)² windows of a 2 × 2 max-pool of stride 2, and only their maxima are written,
+    y[n, (m/2)·ti + wi, (m/2)·tj + wj, :] (y [N, Ho/2, Wo/2, F]), each taken in the pool's
+    window order with its strict >."""
+    m, alpha = at.shape[0], at.shape[1]
     f = y.shape[3]
     ho, wo = (2 * y.shape[1], 2 * y.shape[2]) if pool else (y.shape[1], y.shape[2])
-    tiles = m.shape[1]
+    tiles = mm.shape[1]
     run = tw * f
-    tmp = np.empty(M_OUT * ALPHA * run, y.dtype)
-    quad = np.empty(M_OUT * M_OUT * f, y.dtype)
-    src = m.reshape(-1)
+    tmp = np.empty(m * alpha * run, y.dtype)
+    band = np.empty(m * m * run, y.dtype)
+    src = mm.reshape(-1)
     zero = y.dtype.type(0)
+    half = m // 2
     for n in range(n0, n1):
         for ti in range(th):
             t0 = ((n - n0) * th + ti) * tw
-            for b in range(ALPHA):  # rows: tmp[i, b] = Σ_a Aᵀ[i, a] · M[a, b]
-                base = (b * tiles + t0) * f
-                step = ALPHA * tiles * f
-                offs = _strided6(base, step)
-                for i in range(M_OUT):
-                    _comb6(tmp, (i * ALPHA + b) * run, src, offs, _row(at, i), run, False)
-            if pool:  # the tile's four outputs into quad, their maximum into y
-                dst = y[n, ti].reshape(-1)
-                for tj in range(tw):
-                    for i in range(M_OUT):
-                        base = i * ALPHA * run + tj * f
-                        offs = _strided6(base, run)
-                        for j in range(M_OUT):
-                            d0 = (i * M_OUT + j) * f
-                            quad[d0:d0 + f] = bias
-                            _comb6(quad, d0, tmp, offs, _row(at, j), f, True)
-                    for ch in range(f):
-                        v = quad[ch]
-                        for k in range(1, M_OUT * M_OUT):
-                            if quad[k * f + ch] > v:
-                                v = quad[k * f + ch]
-                        dst[tj * f + ch] = (zero if v <= zero else v) if relu else v
+            for b in range(alpha):  # rows: tmp[i, b] = Σ_a Aᵀ[i, a] · M[a, b]
+                offs = _strided((b * tiles + t0) * f, alpha * tiles * f, z)
+                for i in range(m):
+                    _comb(tmp, (i * alpha + b) * run, src, offs, _row(at, i, z), run, False)
+            for i in range(m):  # columns: band[i, j] = Σ_b Aᵀ[j, b] · tmp[i, b], every tile of the row
+                offs = _strided(i * alpha * run, run, z)
+                for j in range(m):
+                    _comb(band, (i * m + j) * run, tmp, offs, _row(at, j, z), run, False)
+            if pool:  # each window's four outputs (+ bias), their maximum into y
+                for wi in range(min(half, ho // 2 - half * ti)):
+                    dst = y[n, half * ti + wi].reshape(-1)
+                    for tj in range(tw):
+                        for wj in range(min(half, wo // 2 - half * tj)):
+                            b0 = ((2 * wi) * m + 2 * wj) * run + tj * f
+                            q0, q1 = band[b0:b0 + f], band[b0 + run:b0 + run + f]
+                            q2, q3 = band[b0 + m * run:b0 + m * run + f], band[b0 + (m + 1) * run:b0 + (m + 1) * run + f]
+                            ds = dst[(half * tj + wj) * f:(half * tj + wj + 1) * f]
+                            for ch in range(f):
+                                v = bias[ch] + q0[ch]
+                                for u in (bias[ch] + q1[ch], bias[ch] + q2[ch], bias[ch] + q3[ch]):
+                                    if u > v:
+                                        v = u
+                                ds[ch] = (zero if v <= zero else v) if relu else v
                 continue
-            for i in range(min(M_OUT, ho - 2 * ti)):  # columns, into y
-                dst = y[n, 2 * ti + i].reshape(-1)
+            for i in range(min(m, ho - m * ti)):  # + bias, into y
+                dst = y[n, m * ti + i].reshape(-1)
                 for tj in range(tw):
-                    base = i * ALPHA * run + tj * f
-                    offs = _strided6(base, run)
-                    for j in range(min(M_OUT, wo - 2 * tj)):
-                        d0 = (2 * tj + j) * f
-                        dst[d0:d0 + f] = bias
-                        _comb6(dst, d0, tmp, offs, _row(at, j), f, True)
-                if relu:
-                    for k in range(dst.size):
-                        v = dst[k]
-                        dst[k] = zero if v <= zero else v
+                    for j in range(min(m, wo - m * tj)):
+                        b0 = (i * m + j) * run + tj * f
+                        bs, ds = band[b0:b0 + f], dst[(m * tj + j) * f:(m * tj + j + 1) * f]
+                        for ch in range(f):
+                            v = bias[ch] + bs[ch]
+                            ds[ch] = (zero if v <= zero else v) if relu else v
 
 
 @njit
-def _output_tiles_adjoint(dy, dm, n0, n1, th, tw, at):
-    """dM[a·6 + b, t, :] = Σ_{i,j} Aᵀ[i, a]·dy[n, 2·ti + i, 2·tj + j, :]·Aᵀ[j, b] (dy = 0
-    outside): the adjoint of ``_output_tiles``."""
+def _output_tiles_adjoint(dy, dm, n0, n1, th, tw, at, zm):
+    """dM[a·α + b, t, :] = Σ_{i,j} Aᵀ[i, a]·dy[n, m·ti + i, m·tj + j, :]·Aᵀ[j, b] (dy = 0
+    outside): the adjoint of ``_output_tiles``. Each dy row is first gathered by column
+    phase, dyq[j, tj] = dy[·, m·tj + j], so that both passes are m-term combinations of
+    whole runs (``zm``: m zeros)."""
+    m, alpha = at.shape[0], at.shape[1]
     ho, wo, f = dy.shape[1], dy.shape[2], dy.shape[3]
     run = tw * f
-    tmp = np.empty((M_OUT, ALPHA, run), dy.dtype)
-    zero = dy.dtype.type(0)
+    tmp = np.empty(m * alpha * run, dy.dtype)
+    dyq = np.empty(m * run, dy.dtype)
+    phases = _strided(0, run, zm)
     for n in range(n0, n1):
         for ti in range(th):
             t0 = ((n - n0) * th + ti) * tw
-            tmp[:] = 0
-            for i in range(min(M_OUT, ho - 2 * ti)):  # columns: tmp[i, b] = Σ_j Aᵀ[j, b] · dy[i, j]
-                src = dy[n, 2 * ti + i].reshape(-1)
-                for b in range(ALPHA):
+            for i in range(m):  # columns: tmp[i, b] = Σ_j Aᵀ[j, b] · dy[m·ti + i, m·tj + j]
+                dyq[:] = 0
+                if m * ti + i < ho:
+                    src = dy[n, m * ti + i]
                     for tj in range(tw):
-                        for j in range(min(M_OUT, wo - 2 * tj)):
-                            if at[j, b] != zero:
-                                _axpy(tmp[i, b], tj * f, src, (2 * tj + j) * f, f, at[j, b])
-            for a in range(ALPHA):  # rows: dM[a, b] = Σ_i Aᵀ[i, a] · tmp[i, b]
-                for b in range(ALPHA):
-                    dst = dm[a * ALPHA + b, t0:t0 + tw].reshape(-1)
-                    dst[:] = 0
-                    for i in range(M_OUT):
-                        if at[i, a] != zero:
-                            _axpy(dst, 0, tmp[i, b], 0, run, at[i, a])
+                        for j in range(min(m, wo - m * tj)):
+                            dyq[j * run + tj * f:j * run + (tj + 1) * f] = src[m * tj + j]
+                for b in range(alpha):
+                    _comb(tmp, (i * alpha + b) * run, dyq, phases, _col(at, b, zm), run, False)
+            for a in range(alpha):  # rows: dM[a, b] = Σ_i Aᵀ[i, a] · tmp[i, b]
+                for b in range(alpha):
+                    _comb(dm[a * alpha + b, t0:t0 + tw].reshape(-1), 0, tmp, _strided(b * run, alpha * run, zm),
+                          _col(at, a, zm), run, False)
 
 
-def _geometry(x_shape, out_hw, pads, dtype):
-    """Tile counts, images per GEMM batch, the padded phase-split image shape and the
-    transforms in ``dtype``."""
+def _geometry(x_shape, out_hw, pads, dtype, m):
+    """Tile counts, images per GEMM batch, the padded phase-split image shape, the tap
+    offsets and the transforms in ``dtype``, for output tiles of side m."""
     n, h, w, c = x_shape
-    alpha = ALPHA
-    th, tw = -(-out_hw[0] // M_OUT), -(-out_hw[1] // M_OUT)
-    per = chosen_chunk() or max(1, TILES_PER_CHUNK // (th * tw))  # images per GEMM batch
-    hp = max(2 * th + alpha - 2, h + pads[0][0])
-    wq = max(tw + (alpha - 1) // 2, (w + pads[1][0] + 1) // 2)
-    at, g, bt = (a.astype(dtype) for a in _transforms())
-    return n, th, tw, per, (hp, 2, wq, c), at, g, bt
+    alpha = m + R - 1
+    th, tw = -(-out_hw[0] // m), -(-out_hw[1] // m)
+    per = chosen_chunk() or max(1, TILES_PER_CHUNK[m] // (th * tw))  # images per GEMM batch
+    hp = max(m * th + alpha - m, h + pads[0][0])
+    wq = max(tw + (alpha - 1) // m, -(-(w + pads[1][0]) // m))
+    at, g, bt = (a.astype(dtype) for a in _transforms(m))
+    return n, th, tw, per, (hp, m, wq, c), _tap_offsets(m, wq, c, m * wq * c), at, g, bt
 
 
 def _filter_transform(w, g):
     """U [α², C, F] with U[a·α + b] = Σ_{p,q} G[a, p]·w[p, q]·G[b, q]."""
+    alpha = g.shape[0]
     u = np.tensordot(g, np.tensordot(g, w, axes=(1, 0)), axes=(1, 1))  # [b, a, C, F]
-    return np.ascontiguousarray(u.transpose(1, 0, 2, 3)).reshape(ALPHA * ALPHA, w.shape[2], w.shape[3])
+    return np.ascontiguousarray(u.transpose(1, 0, 2, 3)).reshape(alpha * alpha, w.shape[2], w.shape[3])
 
 
 def _filter_transform_adjoint(du, g):
     """dW [r, r, C, F] from dU [α², C, F]: dW[p, q] = Σ_{a,b} G[a, p]·dU[a·α + b]·G[b, q]."""
-    du = du.reshape(ALPHA, ALPHA, *du.shape[1:])
+    alpha = g.shape[0]
+    du = du.reshape(alpha, alpha, *du.shape[1:])
     dw = np.tensordot(g, np.tensordot(g, du, axes=(0, 0)), axes=(0, 1))  # [q, p, C, F]
     return np.ascontiguousarray(dw.transpose(1, 0, 2, 3))
 
 
-def winograd_forward(x, w, bias, pads, out_hw, *, relu=False, pool=False):
-    """y [N, Ho, Wo, F] of the stride-1 convolution of x [N, H, W, C] with w [r, r, C, F].
-    Inference can take the layers after it into the output transform: ``relu`` max(y, 0),
-    ``pool`` a 2 × 2 max-pool of stride 2 for even Ho, Wo (each output tile is one of its
-    windows; y is then [N, Ho/2, Wo/2, F])."""
+def winograd_forward(x, w, bias, pads, out_hw, *, relu=False, pool=False, tile: int = 2):
+    """y [N, Ho, Wo, F] of the stride-1 convolution of x [N, H, W, C] with w [r, r, C, F],
+    by F(tile × tile, 5 × 5). Inference can take the layers after it into the output
+    transform: ``relu`` max(y, 0), ``pool`` a 2 × 2 max-pool of stride 2 for even Ho, Wo
+    (y is then [N, Ho/2, Wo/2, F])."""
     c, f = w.shape[2], w.shape[3]
-    n, th, tw, per, qshape, at, g, bt = _geometry(x.shape, out_hw, pads, x.dtype)
+    n, th, tw, per, qshape, taps, at, g, bt = _geometry(x.shape, out_hw, pads, x.dtype, tile)
     pt, pl = pads[0][0], pads[1][0]
     u = _filter_transform(w, g)
     y = np.empty((n, out_hw[0] // 2, out_hw[1] // 2, f) if pool else (n, *out_hw, f), x.dtype)
     b = np.ascontiguousarray(bias, x.dtype) if bias is not None else np.zeros(f, x.dtype)
-    xi2, tiles = u.shape[0], per * th * tw
+    xi2, tiles, (z, _) = u.shape[0], per * th * tw, _ZEROS[tile]
 
     def work(a, e):
         xq = scratch("wino_xq", (per, *qshape), x.dtype)
@@ -360,21 +406,21 @@ def winograd_forward(x, w, bias, pads, out_hw, *, relu=False, pool=False):
             t1 = min(s + per, e)
             k = (t1 - s) * th * tw
             _pad_phases(x, xq, s, t1, pt, pl)
-            _input_tiles(xq, v, t1 - s, th, tw, bt)
+            _input_tiles(xq, v, t1 - s, th, tw, bt, taps, z)
             np.matmul(v[:, :k], u, out=m[:, :k])
-            _output_tiles(m, y, s, t1, th, tw, at, b, relu, pool)
+            _output_tiles(m, y, s, t1, th, tw, at, b, relu, pool, z)
 
     with blas_single():
         parallel(work, n)
     return y
 
 
-def winograd_backward(x, w, dy, pads, out_hw, *, need_dx: bool = True, need_dw: bool = True):
+def winograd_backward(x, w, dy, pads, out_hw, *, need_dx: bool = True, need_dw: bool = True, tile: int = 2):
     """``(dx or None, dw or None)`` of ``winograd_forward``; dy [N, Ho, Wo, F]."""
     c, f = w.shape[2], w.shape[3]
-    n, th, tw, per, qshape, at, g, bt = _geometry(x.shape, out_hw, pads, x.dtype)
+    n, th, tw, per, qshape, taps, at, g, bt = _geometry(x.shape, out_hw, pads, x.dtype, tile)
     pt, pl = pads[0][0], pads[1][0]
-    xi2, tiles = ALPHA * ALPHA, per * th * tw
+    xi2, tiles, (z, zm) = g.shape[0] ** 2, per * th * tw, _ZEROS[tile]
     ut = np.ascontiguousarray(_filter_transform(w, g).transpose(0, 2, 1)) if need_dx else None  # [α², F, C]
     dx = np.empty(x.shape, x.dtype) if need_dx else None
 
@@ -387,16 +433,16 @@ def winograd_backward(x, w, dy, pads, out_hw, *, need_dx: bool = True, need_dw: 
         for s in range(a, e, per):
             t1 = min(s + per, e)
             k = (t1 - s) * th * tw
-            _output_tiles_adjoint(dy, dm, s, t1, th, tw, at)
+            _output_tiles_adjoint(dy, dm, s, t1, th, tw, at, zm)
             if need_dw:
                 _pad_phases(x, xq, s, t1, pt, pl)
-                _input_tiles(xq, v, t1 - s, th, tw, bt)
+                _input_tiles(xq, v, t1 - s, th, tw, bt, taps, z)
                 np.matmul(v[:, :k].transpose(0, 2, 1), dm[:, :k], out=du_part)
                 du += du_part
             if need_dx:
                 np.matmul(dm[:, :k], ut, out=v[:, :k])  # dV, in V's buffer
                 xq[:t1 - s] = 0
-                _input_tiles_adjoint(v, xq, t1 - s, th, tw, bt)
+                _input_tiles_adjoint(v, xq, t1 - s, th, tw, bt, taps, z)
                 _unpad_phases(xq, dx, s, t1, pt, pl)
         return du
 
