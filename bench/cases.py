@@ -28,13 +28,15 @@ class Case:
 
     @property
     def winograd(self) -> bool:
-        """Whether the fast kernel runs Winograd (then its GFLOPS are direct-convolution
-        FLOPs per second: an effective rate, for comparison with the other columns)."""
-        from scratchnet.kernels.winograd import use_winograd
+        """Whether the fast kernel's forward runs Winograd, F(2×2) or F(4×4), by the tuning
+        cache or the built-in rule (then its GFLOPS are direct-convolution FLOPs per second:
+        an effective rate, for comparison with the other columns)."""
+        from scratchnet.kernels.tuning import choice_for
+        from scratchnet.kernels.winograd import TILE
         if self.kind != "conv" or self.algorithm == "direct":
             return False
         n, h, w, c, kh, kw, f, s = self.shape
-        return use_winograd(kh, kw, c, f, s)
+        return choice_for("fwd", (n, h, w, c), (kh, kw, c, f), s).algorithm in TILE
 
     def flops(self, op: str) -> float | None:
         """Floating-point operations (a multiply-add counts 2) of one call, or None."""

@@ -224,9 +224,10 @@ def markdown(sgemm_gf, tables, header: str) -> str:
         shown = {r["case"] for r in tables["kernels"]}
         wino = sorted({c.name for c in CASES if c.winograd and c.name in shown})
         if wino:
-            lines += ["", f"{', '.join(wino)}: Winograd F(2×2, 5×5), 2.8× fewer multiplications than the direct "
-                      "convolution; its GFLOPS and % of sgemm count the direct convolution's FLOPs (an effective "
-                      "rate). The `direct` rows time the im2col + sgemm kernel on the same shapes: real FLOPs."]
+            lines += ["", f"{', '.join(wino)}: Winograd, F(2×2, 5×5) (2.8× fewer multiplications than the direct "
+                      "convolution) or, where the tuning cache measured it faster, F(4×4, 5×5) (6.25× fewer); its "
+                      "GFLOPS and % of sgemm count the direct convolution's FLOPs (an effective rate). The `direct` "
+                      "rows time the im2col + sgemm kernel on the same shapes: real FLOPs."]
         lines.append("")
     tf_head = " | ".join(TF_IMPLS)
     if tables["train"]:

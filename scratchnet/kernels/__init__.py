@@ -7,7 +7,8 @@ faster implementation here; everything else is re-exported from the reference:
 conv2d_*                  chunked NHWC im2col (Numba, contiguous runs) + one-thread sgemm per
                           worker; "wide" whole-image columns for thin first layers;
                           Winograd F(2x2, 5x5) for 5x5 stride-1 layers with >= 16 channels
-                          (``conv_algorithm("direct")`` turns it off); per shape, the
+                          (F(4x4, 5x5) where tuned faster; ``conv_algorithm("direct")``
+                          turns both off); per shape, the
                           algorithm and chunk size measured fastest on this machine where
                           ``tuning`` has a measurement (``scratchnet tune``), including
                           a register-blocked direct forward and filter gradient in explicit
