@@ -67,6 +67,12 @@ class Layer:
         this layer alone."""
         return self.infer(x, overwrite_input=overwrite_input), 1
 
+    def forward_fused(self, x: np.ndarray, following: list, training: bool = False):
+        """``(y, k)``: ``forward`` run through this layer and the k - 1 ``following`` layers
+        that it takes into its own op, each layer keeping its own cache for ``backward``
+        (``Sequential.forward`` then skips them). Here k = 1: this layer alone."""
+        return self.forward(x, training), 1
+
     def backward(self, dy: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
         """Fill ``grads`` and return dL/dx; with ``input_grad=False`` (the first layer of a
         training step: nothing consumes dL/dx) return None and skip computing it where
@@ -223,6 +229,19 @@ class Conv2D(_Biased):
     @property
     def fusable(self):
         return (BatchNorm, ReLU, MaxPool2D)
+
+    def forward_fused(self, x, following, training=False):
+        """A ReLU right after (on this layer's backend) runs inside the convolution's op
+        (``conv2d_forward_relu``), which can apply it as it writes y: the convolution's
+        output before the ReLU is never written. The ReLU keeps its output as its cache,
+        which gives its backward the same mask (y > 0 exactly where x > 0)."""
+        relu = following[0] if following else None
+        if type(relu) is not ReLU or relu.backend != self.backend:
+            return super().forward_fused(x, following, training)
+        self._check_input(x)
+        y, self._cache = self.op("conv2d_forward_relu")(x, self.params["w"], self._bias(), self.stride, self.padding)
+        relu._cache = y
+        return y, 2
 
     def _op_args(self):
         return self.params["w"], self._bias(), self.stride, self.padding

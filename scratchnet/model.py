@@ -40,8 +40,12 @@ class Sequential:
             raise ValueError(f"layer names must be unique; repeated: {dup}")
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
-        for layer in self.layers:
-            x = layer.forward(x, training)
+        """The layers in order, each keeping its cache for ``backward``; a convolution takes
+        the ReLU after it into its own op (``Layer.forward_fused``), with the same values."""
+        k = 0
+        while k < len(self.layers):
+            x, ran = self.layers[k].forward_fused(x, self.layers[k + 1:], training)
+            k += ran
         return x
 
     __call__ = forward

@@ -129,3 +129,32 @@ def test_a_layer_takes_the_batchnorm_relu_and_max_pool_after_it_into_its_op(monk
                      ("conv2d_infer", True, False, ((3, 3), (2, 2), "VALID")),
                      ("dense_infer", True, True, None)]
     assert all(layer._cache is None for layer in model.layers)
+
+
+@pytest.mark.parametrize("engine", sorted(backend.BACKENDS))
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_the_training_forward_takes_each_relu_into_its_convolution(images, engine, dtype):
+    """``Sequential.forward`` runs a convolution and the ReLU after it as one op
+    (``conv2d_forward_relu``): the same output and the same gradients, bit for bit, as the
+    layers one by one, with the ReLU's output as its cache."""
+    def model():
+        net = Sequential([Conv2D(5, 1, 8, name="c1"), ReLU(name="r1"), MaxPool2D(name="p1"),
+                          Conv2D(3, 8, 16, stride=2, name="c2"), ReLU(name="r2"), Conv2D(3, 16, 4, name="c3"),
+                          Flatten(name="flat"), Dense(7 * 7 * 4, 10, name="out")], seed=3, dtype=dtype)
+        for layer in net.layers:
+            layer.backend = engine
+        return net
+
+    x = images.astype(dtype)
+    fused, alone = model(), model()
+    y = fused.forward(x, training=True)
+    h = x
+    for layer in alone.layers:
+        h = layer.forward(h, training=True)
+    np.testing.assert_array_equal(y, h)
+    for name in ("r1", "r2"):  # the output, where the ReLU alone keeps its input
+        np.testing.assert_array_equal(fused.layer(name)._cache, np.maximum(alone.layer(name)._cache, 0))
+    dy = np.random.default_rng(2).normal(size=y.shape).astype(dtype)
+    np.testing.assert_array_equal(fused.backward(dy), alone.backward(dy))
+    for key, g in alone.grads.items():
+        np.testing.assert_array_equal(fused.grads[key], g, err_msg=key)

@@ -394,7 +394,8 @@ FUSED_CASES = [(3, 28, 28, 1, 5, 5, 32, 1, "SAME"), (2, 28, 28, 1, 6, 6, 24, 1, 
                                            and (f != "winograd4" or winograd_applies(*c[4:6], c[3], c[6], c[7]))],
                          ids=lambda c: f"{c[1]}x{c[2]}x{c[3]}-{c[4]}x{c[5]}to{c[6]}-s{c[7]}" if isinstance(c, tuple) else c)
 def test_the_fused_inference_op_equals_its_ops_one_by_one(empty_store, monkeypatch, case, forward):
-    """``conv2d_infer`` (conv + bias, batch normalisation, ReLU, max-pool as one op) gives
+    """``conv2d_infer`` (conv + bias, batch normalisation, ReLU, max-pool as one op) and
+    ``conv2d_forward_relu`` (training) give
     the fast backend's ops' values bit for bit, and the reference's within float32's bound:
     fused into the blocked forward's write of y (the pool too for even outputs without a
     normalisation; odd ones, e.g. 7 × 7 or 12 × 10 VALID → 10 × 8, pool after it), into the
@@ -431,3 +432,10 @@ def test_the_fused_inference_op_equals_its_ops_one_by_one(empty_store, monkeypat
                 np.testing.assert_array_equal(got, want, err_msg=what)
                 close(got, ref.conv2d_infer(x, w, b, stride, padding, bn=bn, relu=relu, pool=pool), np.float32,
                       f"{what} against the reference")
+    # the training forward with its ReLU: the same y, and a cache that gives the same gradients
+    y_relu, cache = fast.conv2d_forward_relu(x, w, b, stride, padding)
+    np.testing.assert_array_equal(y_relu, fast.relu(y), err_msg="conv2d_forward_relu")
+    dy = rand(rng, y.shape, np.float32)
+    for name, got, want in zip(("dx", "dw", "db"), fast.conv2d_backward(dy, cache),
+                               fast.conv2d_backward(dy, fast.conv2d_forward(x, w, b, stride, padding)[1])):
+        np.testing.assert_array_equal(got, want, err_msg=f"conv2d_forward_relu's cache: {name}")

@@ -1,5 +1,6 @@
 """``ops.fused`` fast: a layer's inference op that also applies the batch normalisation,
-ReLU and max-pool after it (``Layer.infer_fused``), in the write of its output where the
+ReLU and max-pool after it (``Layer.infer_fused``), and a convolution's training forward
+with the ReLU after it (``Layer.forward_fused``), in the write of its output where the
 algorithm allows, else in place right after it, in one sweep. Same values bit for bit as
 the layers one by one: the same roundings in the same order (``tests/test_infer.py``).
 
@@ -65,6 +66,23 @@ def conv2d_infer(x, w, b, stride: int = 1, padding: str = "SAME", *, bn=None, re
     else:
         y, fuse = _pointwise(forward_with(choice, x, w, b, stride, pads, out_hw), bn, relu), False
     return max_pool(y, *pool) if pool is not None and not fuse else y
+
+
+def conv2d_forward_relu(x, w, b, stride: int = 1, padding: str = "SAME"):
+    """``ops.fused.conv2d_forward_relu``: max(conv(x, w) + b, 0) and the convolution's cache,
+    the ReLU in the store of y where the chosen algorithm takes it (blocked, lanes,
+    Winograd), else in place after it: one pass over y fewer than the two layers' ops."""
+    x, choice, pads, out_hw = forward_plan(x, w, stride, padding)
+    cache = x, w, stride, out_hw, pads
+    with chunk_size(choice.chunk):
+        if choice.algorithm == "blocked":
+            return blocked_forward(x, w, b, stride, pads, out_hw, relu=True), cache
+        if choice.algorithm == "lanes":
+            return lanes_forward(x, w, b, stride, pads, out_hw, relu=True), cache
+        if choice.algorithm in TILE:
+            return winograd_forward(x, w, b, pads, out_hw, relu=True, tile=TILE[choice.algorithm]), cache
+    y = forward_with(choice, x, w, b, stride, pads, out_hw)
+    return relu_op(y, out=y), cache
 
 
 def dense_infer(x, w, b, *, bn=None, relu: bool = False):

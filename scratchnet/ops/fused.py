@@ -1,7 +1,9 @@
-"""Inference ops that span layers: ``Sequential.infer`` hands a convolution or a dense
-layer the batch normalisation, ReLU and max-pool that follow it (``Layer.infer_fused``),
-so that a backend can apply them as it writes the layer's output instead of in more
-passes over it (``scratchnet.kernels.fused``). Here, the reference: the ops in turn.
+"""Ops that span layers: ``Sequential.infer`` hands a convolution or a dense layer the
+batch normalisation, ReLU and max-pool that follow it (``Layer.infer_fused``), and
+``Sequential.forward`` in training a convolution the ReLU after it
+(``Layer.forward_fused``), so that a backend can apply them as it writes the layer's
+output instead of in more passes over it (``scratchnet.kernels.fused``). Here, the
+reference: the ops in turn.
 
 ``bn`` is ``(mean, variance, offset, scale, eps)`` of a ``batchnorm`` with fixed statistics
 (offset or scale may be None), ``pool`` ``(ksize, stride, padding)`` of a ``max_pool``;
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .activations import relu_forward
 from .batchnorm import batchnorm
 from .conv import conv2d_forward
 from .dense import dense_forward
@@ -32,3 +35,11 @@ def conv2d_infer(x, w, b, stride: int = 1, padding: str = "SAME", *, bn=None, re
 def dense_infer(x, w, b, *, bn=None, relu: bool = False):
     """max(batchnorm(x @ w + b), 0) [N, Out]; nothing is kept."""
     return _pointwise(dense_forward(x, w, b)[0], bn, relu)
+
+
+def conv2d_forward_relu(x, w, b, stride: int = 1, padding: str = "SAME"):
+    """``(max(conv(x, w) + b, 0), cache)``: the convolution's cache (for ``conv2d_backward``)
+    with the ReLU's output. The ReLU's backward can take that output as its cache: y > 0
+    exactly where x > 0."""
+    y, cache = conv2d_forward(x, w, b, stride, padding)
+    return relu_forward(y)[0], cache
