@@ -85,6 +85,25 @@ def vstore(typingctx, arr, idx, v):
 
 
 @intrinsic
+def vstore_first(typingctx, arr, idx, v, count):
+    """arr[idx : idx + count] = v[:count], 0 < count <= 16 (``llvm.masked.store``: the other
+    lanes are not written; no bounds check)."""
+    def codegen(context, builder, sig, args):
+        i32 = ir.IntType(32)
+        lanes = ir.VectorType(i32, LANES)
+        undef = ir.Constant(lanes, ir.Undefined)
+        n = builder.trunc(context.cast(builder, args[3], sig.args[3], types.int64), i32)
+        n = builder.shuffle_vector(builder.insert_element(undef, n, ir.Constant(i32, 0)), undef,
+                                   ir.Constant(lanes, [0] * LANES))
+        mask = builder.icmp_unsigned("<", ir.Constant(lanes, list(range(LANES))), n)
+        store = cgutils.get_or_insert_function(builder.module, ir.FunctionType(
+            ir.VoidType(), [_VT, _VT.as_pointer(), i32, ir.VectorType(ir.IntType(1), LANES)]), "llvm.masked.store.v16f32.p0")
+        builder.call(store, [args[2], _address(context, builder, sig.args[0], args[0], args[1]), ir.Constant(i32, 4), mask])
+        return context.get_dummy_value()
+    return types.none(arr, idx, vec16, count), codegen
+
+
+@intrinsic
 def vfma(typingctx, a, s, c):
     """a · s + c with s a float32 broadcast to every lane, rounded once (``llvm.fma``)."""
     def codegen(context, builder, sig, args):
@@ -202,21 +221,22 @@ def vtranspose16(typingctx, src, start, stride, dst):
 
 
 @njit
-def _to_nhwc(out, y, n0, count, wh, bias, mul, add, relu):
-    """y[n0 + m, i, j, f] = out[m, f, i·Wh + j] + bias[f] for j < Wo (drops the garbage);
-    then, if ``mul`` has F entries (a batch normalisation after the layer), y·mul[f] +
-    add[f]; then max(·, 0) if ``relu``. Each whole group of 16 channels goes 16 pixels at a
-    time through a register transpose (``vtranspose16``), the channels past it one by one."""
+def _to_nhwc(src, rows, length, y, n0, count, wh, vectors, affine, relu):
+    """y[n0 + m, i, j, f] = out[m, f, i·Wh + j] + bias[f] for j < Wo (drops the garbage),
+    out = src viewed as [count, rows, length]; then, if ``affine`` (a batch normalisation
+    after the layer), y·mul[f] + add[f]; then max(·, 0) if ``relu``. ``vectors`` = (bias,
+    mul, add), each padded to whole groups of 16 channels. Each group of 16 channels goes 16
+    pixels at a time through a register transpose (``vtranspose16``); the last group, if F
+    is not a multiple of 16, reads whole 16-row tiles (src has rows to spare after the last
+    image) and stores only its F mod 16 channels."""
     ho, wo, f_ = y.shape[1], y.shape[2], y.shape[3]
-    rows, length = out.shape[1], out.shape[2]
-    src, dst = out.reshape(-1), y.reshape(-1)
+    dst = y.reshape(-1)
     tile = np.empty(LANES * LANES, np.float32)
-    pixels, whole = ho * wh, f_ - f_ % LANES
-    affine, zero = mul.size == f_, np.float32(0)
+    pixels = ho * wh
     for m in range(count):
-        for f0 in range(0, whole, LANES):
-            b = vload(bias, f0)
-            p_, q_ = (vload(mul, f0), vload(add, f0)) if affine else (b, b)
+        for f0 in range(0, f_, LANES):
+            nf = min(LANES, f_ - f0)
+            b, p_, q_ = vload(vectors[0], f0), vload(vectors[1], f0), vload(vectors[2], f0)
             i = j = 0  # of the tile's first pixel
             for t0 in range(0, pixels, LANES):
                 vtranspose16(src, (m * rows + f0) * length + t0, length, tile)
@@ -225,19 +245,15 @@ def _to_nhwc(out, y, n0, count, wh, bias, mul, add, relu):
                         v = vadd(vload(tile, LANES * p), b)
                         if affine:
                             v = vadd(vmul(v, p_), q_)
-                        vstore(dst, (((n0 + m) * ho + i) * wo + j) * f_ + f0, vrelu(v) if relu else v)
+                        v = vrelu(v) if relu else v
+                        at = (((n0 + m) * ho + i) * wo + j) * f_ + f0
+                        if nf == LANES:
+                            vstore(dst, at, v)
+                        else:
+                            vstore_first(dst, at, v, nf)
                     j += 1
                     if j == wh:
                         i, j = i + 1, 0
-        for i in range(ho):
-            row = y[n0 + m, i]
-            for f in range(whole, f_):
-                plane, bf = out[m, f], bias[f]
-                for j in range(wo):
-                    v = plane[i * wh + j] + bf
-                    if affine:
-                        v = v * mul[f] + add[f]
-                    row[j, f] = (zero if v <= zero else v) if relu else v
 
 
 @njit
@@ -311,26 +327,33 @@ def blocked_forward(x, w, b, stride, pads, out_hw, *, affine=None, relu=False, p
     w2 = np.zeros((kh * kw * c, 4 * f4), np.float32)
     w2[:, :f] = w.reshape(-1, f)
     w4 = np.ascontiguousarray(w2.reshape(-1, f4, 4).transpose(1, 0, 2))  # [F/4, K, 4]
-    bias = np.zeros(f, np.float32) if b is None else np.ascontiguousarray(b, np.float32)
     assert not (pool and affine is not None), "a max-pool does not commute with a negative scale"
-    mul, add = (np.ascontiguousarray(a, np.float32) for a in affine) if affine is not None else (bias[:0], bias[:0])
+    vectors = np.zeros((3, -(-f // LANES) * LANES), np.float32)  # bias, mul, add: whole groups of 16
+    vectors[1] = 1
+    if b is not None:
+        vectors[0, :f] = b
+    if affine is not None:
+        vectors[1:, :f] = affine
     ho2, wo2 = ho // 2, wo // 2
     y = np.empty((n, ho2, wo2, f) if pool else (n, ho, wo, f), np.float32)
     per = images_per_chunk(g)
+    pooled_length = -(-ho2 * wo2 // LANES) * LANES
 
     def work(a, e):
         planes = scratch("blocked_planes", (per, g.row), np.float32)
-        out = scratch("blocked_out", (per, 4 * f4, length), np.float32)
-        pooled = scratch("blocked_pooled", (per, f, -(-ho2 * wo2 // LANES) * LANES), np.float32) if pool else None
+        # + LANES rows: the transposes into y read whole 16-channel tiles
+        out_rows = scratch("blocked_out", (per * 4 * f4 + LANES, length), np.float32)
+        out = out_rows[:per * 4 * f4].reshape(per, 4 * f4, length)
+        pooled_rows = scratch("blocked_pooled", (per * f + LANES, pooled_length), np.float32) if pool else None
         for s0 in range(a, e, per):
             m = min(per, e - s0)
             _phase_planes(x[s0:s0 + m], planes[:m, :per_image].reshape(m, s, s, c, hh1, wh), pt, pl)
             _blocks(planes, offsets, w4, out, m, length)
             if pool:
-                _pool2(out, pooled, m, f, wh, ho2, wo2)
-                _to_nhwc(pooled, y, s0, m, wo2, bias, mul, add, relu)
+                _pool2(out, pooled_rows[:per * f].reshape(per, f, pooled_length), m, f, wh, ho2, wo2)
+                _to_nhwc(pooled_rows.reshape(-1), f, pooled_length, y, s0, m, wo2, vectors, affine is not None, relu)
             else:
-                _to_nhwc(out, y, s0, m, wh, bias, mul, add, relu)
+                _to_nhwc(out_rows.reshape(-1), 4 * f4, length, y, s0, m, wh, vectors, affine is not None, relu)
 
     parallel(work, n)
     return y
