@@ -133,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_parity_arguments(parity)
 
     tune = sub.add_parser("tune", help="time the convolution algorithms (and large dense products) of recipes on "
-                                       "this machine; cache and print the fastest per layer")
+                                       "this machine; cache and print the fastest per layer, and compile each "
+                                       "recipe's kernels into the Numba cache")
     tune.add_argument("recipes", nargs="*", metavar="RECIPE",
                       help="recipes to tune, or all (default: every recipe with a convolution or a large dense layer)")
     tune.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="default float32")

@@ -1,6 +1,7 @@
 """``scratchnet tune``: time the convolution candidates of recipes (and the products of their
-large dense layers) on this machine, cache the fastest (``scratchnet.kernels.tuning``) and
-print what each layer will run."""
+large dense layers) on this machine, cache the fastest (``scratchnet.kernels.tuning``),
+print what each layer will run, and run each recipe's step once so that every kernel it
+uses is compiled into the Numba cache."""
 
 from __future__ import annotations
 
@@ -83,11 +84,32 @@ def tune_command(args) -> int:
             print(_row(name, width, layer, batch, pass_, key, st, tuning))
     print(f"\n{fresh} layer pass(es) measured now, in {time.perf_counter() - started:.1f} s; the rest from the "
           f"cache (--force measures them again)\n{tuning.describe()}")
+    compiled = sum(_compile(RECIPES[name], args.batch_size or RECIPES[name].batch_size, eval_batches, dtype)
+                   for name in names)
+    print(f"one training step and evaluation of each recipe run once, in {compiled:.1f} s: every kernel they use "
+          "is in the Numba cache, so a run's first step does not compile")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     if fresh and load > (os.cpu_count() or 1):
         print(f"note: load average {load:.1f} on {os.cpu_count()} CPUs while measuring: other processes shared the "
               "cores, so these timings are noisy; `scratchnet tune --force` on a quieter machine measures again")
     return 0
+
+
+def _compile(recipe, batch: int, eval_batches: list[int], dtype) -> float:
+    """One training step of ``recipe`` and one evaluation per batch size, on random read-only
+    images (as ``load_mnist`` gives them), so that Numba compiles every kernel they use now,
+    into its cache, and not in the first step of a run. Returns the seconds taken."""
+    from ..train import Trainer
+    started = time.perf_counter()
+    rng = np.random.default_rng(0)
+    images = rng.random((max(batch, *eval_batches), 28, 28, 1)).astype(dtype)
+    images.flags.writeable = False
+    labels = rng.integers(0, 10, len(images))
+    trainer = Trainer(recipe, seed=0, dtype=dtype)
+    trainer.train_step(images[:batch], labels[:batch])
+    for n in eval_batches:
+        trainer.logits(images[:n])
+    return time.perf_counter() - started
 
 
 def _row(recipe, width, layer, batch, pass_, key, st, tuning) -> str:
