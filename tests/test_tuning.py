@@ -334,6 +334,7 @@ def test_tune_command_prints_and_caches(tmp_path):
     rows = [l.split()[:4] for l in result.stdout.splitlines()]
     assert ["conv3-small", "conv2", "2", "dx"] in rows and ["conv3-small", "conv1", "3", "fwd"] in rows, result.stdout
     assert ["mlp", "(nothing", "to", "tune)"] in rows, result.stdout
+    assert "one training step and evaluation of each recipe run once" in result.stdout, result.stdout
     (cache,) = tmp_path.glob("conv-*.json")
     # training: conv1 fwd, dw; conv2 and conv3 fwd, dw, dx. Evaluation: 3 × fwd
     assert len(json.loads(cache.read_text())["entries"]) == 2 + 3 + 3 + 3
