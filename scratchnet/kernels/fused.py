@@ -50,7 +50,21 @@ def conv2d_infer(x, w, b, stride: int = 1, padding: str = "SAME", *, bn=None, re
     (the pool there too without a normalisation, whose scale may be negative), and the
     same where it is the lanes one (the pool where its pixel blocks are even); the
     Winograd one takes the ReLU and the pool into its output transform."""
-    x, choice, pads, out_hw = forward_plan(x, w, stride, padding)
+    return _fused(forward_plan(x, w, stride, padding), w, b, stride, bn, relu, pool)
+
+
+def conv2d_forward_relu(x, w, b, stride: int = 1, padding: str = "SAME"):
+    """``ops.fused.conv2d_forward_relu``: max(conv(x, w) + b, 0) and the convolution's cache,
+    the ReLU applied as ``conv2d_infer`` applies it: one pass over y fewer than the two
+    layers' ops."""
+    plan = forward_plan(x, w, stride, padding)
+    x, _, pads, out_hw = plan
+    return _fused(plan, w, b, stride, None, True, None), (x, w, stride, out_hw, pads)
+
+
+def _fused(plan, w, b, stride, bn, relu, pool):
+    """``conv2d_infer`` for the ``forward_plan`` ``plan``."""
+    x, choice, pads, out_hw = plan
     fuse = pool is not None and bn is None and pool_fusable(pool, out_hw)
     if choice.algorithm in ("blocked", "lanes"):
         affine = scale_shift(*bn, x.dtype)[1:] if bn is not None else None
@@ -66,23 +80,6 @@ def conv2d_infer(x, w, b, stride: int = 1, padding: str = "SAME", *, bn=None, re
     else:
         y, fuse = _pointwise(forward_with(choice, x, w, b, stride, pads, out_hw), bn, relu), False
     return max_pool(y, *pool) if pool is not None and not fuse else y
-
-
-def conv2d_forward_relu(x, w, b, stride: int = 1, padding: str = "SAME"):
-    """``ops.fused.conv2d_forward_relu``: max(conv(x, w) + b, 0) and the convolution's cache,
-    the ReLU in the store of y where the chosen algorithm takes it (blocked, lanes,
-    Winograd), else in place after it: one pass over y fewer than the two layers' ops."""
-    x, choice, pads, out_hw = forward_plan(x, w, stride, padding)
-    cache = x, w, stride, out_hw, pads
-    with chunk_size(choice.chunk):
-        if choice.algorithm == "blocked":
-            return blocked_forward(x, w, b, stride, pads, out_hw, relu=True), cache
-        if choice.algorithm == "lanes":
-            return lanes_forward(x, w, b, stride, pads, out_hw, relu=True), cache
-        if choice.algorithm in TILE:
-            return winograd_forward(x, w, b, pads, out_hw, relu=True, tile=TILE[choice.algorithm]), cache
-    y = forward_with(choice, x, w, b, stride, pads, out_hw)
-    return relu_op(y, out=y), cache
 
 
 def dense_infer(x, w, b, *, bn=None, relu: bool = False):
