@@ -84,21 +84,26 @@ def vstore(typingctx, arr, idx, v):
     return types.none(arr, idx, vec16), codegen
 
 
+def masked_store(builder, value, address, count):
+    """Emit ``address[:count] = value[:count]`` for an i64 ``count`` in 0..16
+    (``llvm.masked.store``: the other lanes are not written)."""
+    i32 = ir.IntType(32)
+    lanes = ir.VectorType(i32, LANES)
+    undef = ir.Constant(lanes, ir.Undefined)
+    n = builder.shuffle_vector(builder.insert_element(undef, builder.trunc(count, i32), ir.Constant(i32, 0)), undef,
+                               ir.Constant(lanes, [0] * LANES))
+    mask = builder.icmp_unsigned("<", ir.Constant(lanes, list(range(LANES))), n)
+    store = cgutils.get_or_insert_function(builder.module, ir.FunctionType(
+        ir.VoidType(), [_VT, _VT.as_pointer(), i32, ir.VectorType(ir.IntType(1), LANES)]), "llvm.masked.store.v16f32.p0")
+    builder.call(store, [value, address, ir.Constant(i32, 4), mask])
+
+
 @intrinsic
 def vstore_first(typingctx, arr, idx, v, count):
-    """arr[idx : idx + count] = v[:count], 0 < count <= 16 (``llvm.masked.store``: the other
-    lanes are not written; no bounds check)."""
+    """arr[idx : idx + count] = v[:count], 0 < count <= 16 (``masked_store``; no bounds check)."""
     def codegen(context, builder, sig, args):
-        i32 = ir.IntType(32)
-        lanes = ir.VectorType(i32, LANES)
-        undef = ir.Constant(lanes, ir.Undefined)
-        n = builder.trunc(context.cast(builder, args[3], sig.args[3], types.int64), i32)
-        n = builder.shuffle_vector(builder.insert_element(undef, n, ir.Constant(i32, 0)), undef,
-                                   ir.Constant(lanes, [0] * LANES))
-        mask = builder.icmp_unsigned("<", ir.Constant(lanes, list(range(LANES))), n)
-        store = cgutils.get_or_insert_function(builder.module, ir.FunctionType(
-            ir.VoidType(), [_VT, _VT.as_pointer(), i32, ir.VectorType(ir.IntType(1), LANES)]), "llvm.masked.store.v16f32.p0")
-        builder.call(store, [args[2], _address(context, builder, sig.args[0], args[0], args[1]), ir.Constant(i32, 4), mask])
+        masked_store(builder, args[2], _address(context, builder, sig.args[0], args[0], args[1]),
+                     context.cast(builder, args[3], sig.args[3], types.int64))
         return context.get_dummy_value()
     return types.none(arr, idx, vec16, count), codegen
 

@@ -38,7 +38,7 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 from ._runtime import chosen_chunk, njit, parallel, parallel_sum, scratch
-from .blocked import LANES, _VT, _address, vec16
+from .blocked import LANES, _VT, _address, masked_store, vec16
 
 _FMA = ir.FunctionType(_VT, [_VT] * 3)
 
@@ -116,7 +116,7 @@ def _store_block(typingctx, yf, base, stride, channels, acc, bias, mul, add, f0,
     """For r < count: yf[base + r·stride + 16v : +16] = acc[r·FV + v] + bias[f0 + 16v : +16],
     then ·mul + add (same slices) if ``affine``, then 0 where <= 0 if ``relu`` (-0.0 -> +0.0,
     NaN stays NaN, like ``activations._relu``). Only the channels below ``channels`` are
-    stored: a vector that reaches past F stores its lanes below it (``llvm.masked.store``;
+    stored: a vector that reaches past F stores its lanes below it (``masked_store``;
     bias, mul and add are padded to whole vectors)."""
     if not isinstance(fv, types.IntegerLiteral):
         return None
@@ -129,11 +129,6 @@ def _store_block(typingctx, yf, base, stride, channels, acc, bias, mul, add, f0,
         block = args[4]
         i64 = ir.IntType(64)
         zero = ir.Constant(_VT, None)
-        i32 = ir.IntType(32)
-        lanes = ir.VectorType(i32, LANES)
-        iota, undef = ir.Constant(lanes, list(range(LANES))), ir.Constant(lanes, ir.Undefined)
-        masked = cgutils.get_or_insert_function(builder.module, ir.FunctionType(
-            ir.VoidType(), [_VT, _VT.as_pointer(), i32, ir.VectorType(ir.IntType(1), LANES)]), "llvm.masked.store.v16f32.p0")
 
         def vectors(k):
             return [builder.load(_address(context, builder, sig.args[k], args[k], builder.add(f0_, ir.Constant(i64, LANES * v))),
@@ -153,9 +148,7 @@ def _store_block(typingctx, yf, base, stride, channels, acc, bias, mul, add, f0,
                             builder.store(y, at, align=4)
                         with part:
                             with builder.if_then(builder.icmp_signed(">", valid, ir.Constant(i64, 0))):
-                                left = builder.insert_element(undef, builder.trunc(valid, i32), ir.Constant(i32, 0))
-                                left = builder.shuffle_vector(left, undef, ir.Constant(lanes, [0] * LANES))
-                                builder.call(masked, [y, at, ir.Constant(i32, 4), builder.icmp_unsigned("<", iota, left)])
+                                masked_store(builder, y, at, valid)
         return context.get_dummy_value()
     return types.none(yf, base, stride, channels, acc, bias, mul, add, f0, count, affine, relu, fv), codegen
 
