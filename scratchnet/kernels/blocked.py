@@ -261,6 +261,18 @@ def _to_nhwc(src, rows, length, y, n0, count, wh, vectors, affine, relu):
                         i, j = i + 1, 0
 
 
+def epilogue_vectors(f: int, width: int, b, affine) -> np.ndarray:
+    """[3, width] float32: the bias (0 without one), mul (1) and add (0) of a forward's store,
+    ``affine`` = (mul, add) [F] or None, each zero-padded from F to ``width`` channels."""
+    vectors = np.zeros((3, width), np.float32)
+    vectors[1] = 1
+    if b is not None:
+        vectors[0, :f] = b
+    if affine is not None:
+        vectors[1:, :f] = affine
+    return vectors
+
+
 @njit
 def _pool2(out, pooled, count, f_, wh, ho2, wo2):
     """pooled[m, f, i·Wo2 + j] (f < F) = the max of out[m, f, (2i + a)·Wh + 2j + b] over the 2 × 2
@@ -333,12 +345,7 @@ def blocked_forward(x, w, b, stride, pads, out_hw, *, affine=None, relu=False, p
     w2[:, :f] = w.reshape(-1, f)
     w4 = np.ascontiguousarray(w2.reshape(-1, f4, 4).transpose(1, 0, 2))  # [F/4, K, 4]
     assert not (pool and affine is not None), "a max-pool does not commute with a negative scale"
-    vectors = np.zeros((3, -(-f // LANES) * LANES), np.float32)  # bias, mul, add: whole groups of 16
-    vectors[1] = 1
-    if b is not None:
-        vectors[0, :f] = b
-    if affine is not None:
-        vectors[1:, :f] = affine
+    vectors = epilogue_vectors(f, -(-f // LANES) * LANES, b, affine)
     ho2, wo2 = ho // 2, wo // 2
     y = np.empty((n, ho2, wo2, f) if pool else (n, ho, wo, f), np.float32)
     per = images_per_chunk(g)

@@ -38,7 +38,7 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 from ._runtime import chosen_chunk, njit, parallel, parallel_sum, scratch
-from .blocked import LANES, _VT, _address, masked_store, vec16
+from .blocked import LANES, _VT, _address, epilogue_vectors, masked_store, vec16
 
 _FMA = ir.FunctionType(_VT, [_VT] * 3)
 
@@ -344,13 +344,7 @@ def lanes_forward(x, w, b, stride, pads, out_hw, *, affine=None, relu=False, poo
     else:
         wf = np.zeros((kh, kw, c, fp), np.float32)
         wf[..., :f] = w
-    vectors = np.zeros((3, fp), np.float32)  # bias, mul, add
-    vectors[1] = 1
-    if b is not None:
-        vectors[0, :f] = b
-    if affine is not None:
-        vectors[1:, :f] = affine
-    bias, mul, add = vectors
+    bias, mul, add = epilogue_vectors(f, fp, b, affine)
     y = np.empty((n, ho // 2, wo // 2, f) if pool else (n, ho, wo, f), np.float32)
     per = images_per_chunk("fwd", x.shape, w.shape, stride, top_left, out_hw)
 
