@@ -340,6 +340,17 @@ def test_tune_command_prints_and_caches(tmp_path):
     assert len(json.loads(cache.read_text())["entries"]) == 2 + 3 + 3 + 3
 
 
+def test_tune_command_without_evaluation_batches(tmp_path):
+    """``--eval-batch 0``: the training step's layers only, and that step run once."""
+    env = {**ENV, "SCRATCHNET_TUNING_DIR": str(tmp_path)}
+    result = subprocess.run(COMMAND + ["tune", "conv3-small", "--batch-size", "2", "--eval-batch", "0", "--repeats", "1"],
+                            capture_output=True, text=True, env=env, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "one training step and evaluation of each recipe run once" in result.stdout, result.stdout
+    (cache,) = tmp_path.glob("conv-*.json")
+    assert len(json.loads(cache.read_text())["entries"]) == 2 + 3 + 3  # conv1 fwd, dw; conv2 and conv3 fwd, dw, dx
+
+
 def test_tune_command_refuses_an_unknown_recipe(tmp_path):
     assert_fails(scratchnet("tune", "conv4", cwd=tmp_path), 2, "tune: unknown recipe 'conv4'")
     assert_fails(scratchnet("tune", "--repeats", "0", cwd=tmp_path), 2, "--repeats must be at least 1, got 0")

@@ -102,7 +102,7 @@ def _compile(recipe, batch: int, eval_batches: list[int], dtype) -> float:
     from ..train import Trainer
     started = time.perf_counter()
     rng = np.random.default_rng(0)
-    images = rng.random((max(batch, *eval_batches), 28, 28, 1)).astype(dtype)
+    images = rng.random((max([batch, *eval_batches]), 28, 28, 1)).astype(dtype)
     images.flags.writeable = False
     labels = rng.integers(0, 10, len(images))
     trainer = Trainer(recipe, seed=0, dtype=dtype)
