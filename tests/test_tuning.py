@@ -82,8 +82,9 @@ class TestEveryCandidate:
     def test_lanes_three_vectors_ragged_row(self, dtype): check_candidates((2, 11, 10, 8, 3, 3, 96, 1, "SAME"), dtype)  # noqa: E704
     def test_lanes_stride3_valid(self, dtype): check_candidates((2, 13, 9, 12, 4, 4, 32, 3, "VALID"), dtype)  # noqa: E704
     def test_stride2_thin(self, dtype): check_candidates((3, 28, 28, 6, 5, 5, 12, 2, "SAME"), dtype, ["wide", "im2col-t"])  # noqa: E704
-    def test_stride2_even_kernel(self, dtype): check_candidates((3, 14, 14, 12, 4, 4, 24, 2, "SAME"), dtype, ["wide"])  # noqa: E704
-    def test_stride2_wide_channels(self, dtype): check_candidates((2, 28, 28, 24, 5, 5, 48, 2, "SAME"), dtype, ["lanes"] if dtype == np.float32 else [])  # noqa: E704
+    def test_stride2_even_kernel(self, dtype): check_candidates((3, 14, 14, 12, 4, 4, 24, 2, "SAME"), dtype, ["wide", "winograd", "winograd4"])  # noqa: E704
+    def test_stride2_wide_channels(self, dtype): check_candidates((2, 28, 28, 24, 5, 5, 48, 2, "SAME"), dtype, ["winograd", "winograd4"] + (["lanes"] if dtype == np.float32 else []))  # noqa: E704
+    def test_winograd_stride2_odd_valid(self, dtype): check_candidates((2, 13, 11, 9, 5, 5, 8, 2, "VALID"), dtype, ["winograd", "winograd4"])  # noqa: E704
     def test_winograd_deep_cnn_conv2(self, dtype): check_candidates((3, 14, 14, 32, 5, 5, 64, 1, "SAME"), dtype, ["winograd", "winograd4", "flipped-t"])  # noqa: E704
     def test_winograd_odd_valid(self, dtype): check_candidates((2, 9, 11, 16, 5, 5, 16, 1, "VALID"), dtype, ["winograd", "winograd4", "wide"])  # noqa: E704
     def test_winograd_narrowest(self, dtype): check_candidates((5, 13, 14, 8, 5, 5, 8, 1, "SAME"), dtype, ["winograd", "winograd4"])  # noqa: E704
@@ -336,8 +337,9 @@ def test_tune_command_prints_and_caches(tmp_path):
     assert ["mlp", "(nothing", "to", "tune)"] in rows, result.stdout
     assert "one training step and evaluation of each recipe run once" in result.stdout, result.stdout
     (cache,) = tmp_path.glob("conv-*.json")
-    # training: conv1 fwd, dw; conv2 and conv3 fwd, dw, dx. Evaluation: 3 × fwd
-    assert len(json.loads(cache.read_text())["entries"]) == 2 + 3 + 3 + 3
+    # training: conv1 fwd, dw; conv2 fwd, dw, dx; conv3 (4 × 4, stride 2, 8 → 12: Winograd
+    # applies) fwd, dw, dx, bwd. Evaluation: 3 × fwd
+    assert len(json.loads(cache.read_text())["entries"]) == 2 + 3 + 4 + 3
 
 
 def test_tune_command_without_evaluation_batches(tmp_path):
@@ -348,7 +350,7 @@ def test_tune_command_without_evaluation_batches(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "one training step and evaluation of each recipe run once" in result.stdout, result.stdout
     (cache,) = tmp_path.glob("conv-*.json")
-    assert len(json.loads(cache.read_text())["entries"]) == 2 + 3 + 3  # conv1 fwd, dw; conv2 and conv3 fwd, dw, dx
+    assert len(json.loads(cache.read_text())["entries"]) == 2 + 3 + 4  # conv1 fwd, dw; conv2 fwd, dw, dx; conv3 + bwd
 
 
 def test_tune_command_refuses_an_unknown_recipe(tmp_path):

@@ -19,8 +19,9 @@ Thin inputs with stride 1 (C ≤ 4: every recipe's first layer) take the "wide" 
 instead (see the section below): whole-image column copies from channel-planar, padded
 phase planes, and the GEMM oriented as yᵀ = W2ᵀ @ colᵀ. 5×5 stride-1 layers with ≥ 16
 channels (deep-CNN conv2) use Winograd F(2×2, 5×5) (``winograd.py``; F(4×4, 5×5) where the
-tuner measured it faster) unless the algorithm is set to "direct" (``conv_algorithm``,
-``SCRATCHNET_CONV_ALGORITHM``).
+tuner measured it faster; the stride-2 4×4 and 5×5 layers by Winograd over their
+space-to-depth input, only where it measured faster) unless the algorithm is set to
+"direct" (``conv_algorithm``, ``SCRATCHNET_CONV_ALGORITHM``).
 
 Backward, with dY [N, Ho, Wo, F] seen as a matrix [N·Ho·Wo, F]:
 
@@ -494,7 +495,7 @@ def forward_with(choice: Choice, x, w, b, stride, pads, out_hw):
     pt, pl = pads[0][0], pads[1][0]
     with chunk_size(choice.chunk):
         if choice.algorithm in TILE:
-            return winograd_forward(x, w, b, pads, out_hw, tile=TILE[choice.algorithm])
+            return winograd_forward(x, w, b, pads, out_hw, stride=stride, tile=TILE[choice.algorithm])
         if choice.algorithm == "blocked":
             return blocked_forward(x, w, b, stride, pads, out_hw)
         if choice.algorithm == "lanes":
@@ -564,7 +565,7 @@ def filter_grad_with(choice: Choice, dy, cache):
     kh, kw, _, f = w.shape
     with chunk_size(choice.chunk):
         if choice.algorithm in TILE:
-            return winograd_backward(x, w, dy, pads, out_hw, need_dx=False, tile=TILE[choice.algorithm])[1]
+            return winograd_backward(x, w, dy, pads, out_hw, stride=stride, need_dx=False, tile=TILE[choice.algorithm])[1]
         if choice.algorithm == "blocked":
             return blocked_filter_grad(x, dy, kh, kw, stride, pads, out_hw)
         if choice.algorithm == "lanes":
@@ -588,7 +589,7 @@ def input_grad_with(choice: Choice, dy, cache):
     (pt, _), (pl, _) = pads
     with chunk_size(choice.chunk):
         if choice.algorithm in TILE:
-            return winograd_backward(x, w, dy, pads, out_hw, need_dw=False, tile=TILE[choice.algorithm])[0]
+            return winograd_backward(x, w, dy, pads, out_hw, stride=stride, need_dw=False, tile=TILE[choice.algorithm])[0]
         if choice.algorithm == "lanes":
             return lanes_input_grad(dy, w, x.shape, stride, pads)
         if choice.algorithm in ("flipped", "flipped-t"):  # stride 1 only
@@ -604,9 +605,9 @@ def input_grad_with(choice: Choice, dy, cache):
 def backward_with(choice: Choice, dy, cache, dx_choice: Choice | None = None, dw_choice: Choice | None = None):
     """(dx, dw): in one Winograd pass (``choice`` "winograd" or "winograd4") or as two ("split")."""
     if choice.algorithm in TILE:  # dx and dw share the transform of dy
-        x, w, _, out_hw, pads = cache
+        x, w, stride, out_hw, pads = cache
         with chunk_size(choice.chunk):
-            return winograd_backward(x, w, dy, pads, out_hw, tile=TILE[choice.algorithm])
+            return winograd_backward(x, w, dy, pads, out_hw, stride=stride, tile=TILE[choice.algorithm])
     key = _cache_key(cache)
     return (input_grad_with(dx_choice or choose("dx", key), dy, cache),
             filter_grad_with(dw_choice or choose("dw", key), dy, cache))

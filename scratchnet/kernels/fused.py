@@ -9,8 +9,9 @@ the layers one by one: the same roundings in the same order (``tests/test_infer.
   and with a 2 × 2 pool only the pooled quarter of it is ever written.
 * The lanes convolution (``lanes.py``) applies them as it stores each register block
   into y, the pool (without a normalisation) as the max over two rows of blocks.
-* Winograd (``winograd.py``) takes the ReLU and a 2 × 2 pool into its output transform:
-  each of its 2 × 2 output tiles is one pool window, of which only the maximum is stored.
+* Winograd (``winograd.py``) takes the normalisation, the ReLU and a 2 × 2 pool (without a
+  normalisation) into its output transform: each of its 2 × 2 output tiles is one pool
+  window, of which only the maximum is stored.
 * Every other convolution algorithm, and the dense layer, write y, then one sweep applies
   the normalisation and the ReLU (``batchnorm._normalize``), or the ReLU alone; the pool
   runs after.
@@ -49,7 +50,7 @@ def conv2d_infer(x, w, b, stride: int = 1, padding: str = "SAME", *, bn=None, re
     Where the forward's chosen algorithm is the register-blocked one, applied as it writes y
     (the pool there too without a normalisation, whose scale may be negative), and the
     same where it is the lanes one (the pool where its pixel blocks are even); the
-    Winograd one takes the ReLU and the pool into its output transform."""
+    Winograd one takes them into its output transform (the pool without a normalisation)."""
     return _fused(forward_plan(x, w, stride, padding), w, b, stride, bn, relu, pool)
 
 
@@ -74,9 +75,11 @@ def _fused(plan, w, b, stride, bn, relu, pool):
             else:
                 fuse = fuse and poolable(w.shape[3], out_hw)
                 y = lanes_forward(x, w, b, stride, pads, out_hw, affine=affine, relu=relu, pool=fuse)
-    elif choice.algorithm in TILE and bn is None:
+    elif choice.algorithm in TILE:
+        affine = scale_shift(*bn, x.dtype)[1:] if bn is not None else None
         with chunk_size(choice.chunk):
-            y = winograd_forward(x, w, b, pads, out_hw, relu=relu, pool=fuse, tile=TILE[choice.algorithm])
+            y = winograd_forward(x, w, b, pads, out_hw, stride=stride, affine=affine, relu=relu, pool=fuse,
+                                 tile=TILE[choice.algorithm])
     else:
         y, fuse = _pointwise(forward_with(choice, x, w, b, stride, pads, out_hw), bn, relu), False
     return max_pool(y, *pool) if pool is not None and not fuse else y

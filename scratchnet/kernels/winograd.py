@@ -1,5 +1,7 @@
-"""Winograd convolution F(m×m, 5×5), m = 2 or 4, for stride-1 layers with many channels
-(deep-CNN conv2).
+"""Winograd convolution F(m×m, r×r), m = 2 or 4, for 5×5 stride-1 layers with many
+channels (deep-CNN conv2, r = 5), and for 4×4 and 5×5 stride-2 layers as a stride-1
+convolution of their space-to-depth input (conv-BN's conv3 and conv2, r = 2 and 3; the
+comment above ``_space_to_depth_filter``).
 
 im2col + GEMM spends KH·KW multiplications per input channel on every output pixel (25
 for a 5×5 filter). Winograd's minimal filtering computes an m×m block of outputs from an
@@ -34,6 +36,13 @@ against exact). ``tests/test_tuning.py`` holds every candidate to 2e-5 of the sc
 float32 and 1e-12 in float64. The built-in rule runs F(2×2); F(4×4) ("winograd4") is a
 candidate of ``kernels.tuning`` only, picked where it measures faster.
 
+The stride-2 layers: 36 products per tile of F(4×4, 3×3) over 4·C channels are 9·C per
+output, against 25·C for the direct 5×5 sum; F(4×4, 2×2), 6.25·C against 16·C (less what
+the tiles waste past a 14 × 14 or 7 × 7 output). Their float32 error stays under 5e-6 of
+the output scale (conv-BN's layers; 1.2e-6 with F(2×2)). They are tuning candidates only:
+on the AMD EPYC they win the batch-1,000 forward (conv-BN conv2 63.3 → 56.7 ms, conv3
+27.6 → 23.0 ms), and in the training step they do not (the same step time either way).
+
 Work is split by whole images over the worker threads (so dx's overlapping tiles never
 race); each thread walks its images a few at a time, so that V and M (~100 tiles) stay
 in cache. The transforms are serial Numba loops over long contiguous runs (see the
@@ -50,31 +59,44 @@ from numba.extending import overload
 
 from ._runtime import blas_single, chosen_chunk, njit, parallel, parallel_sum, scratch
 
-R = 5  # filter size
-# The output tile side m of each algorithm, F(m×m, 5×5), and the R + m - 2 finite
-# interpolation points of its transforms (∞ is the last point). α = m + R - 1 is the input
-# tile side: 6 for F(2×2), 8 for F(4×4).
+R = 5  # the filter size of the stride-1 layers
+# The output tile side m of each algorithm, F(m×m, r×r), and per input tile side
+# α = m + r - 1 the α - 1 finite interpolation points of its transforms (∞ is the last
+# point): F(2×2, 5×5) has α = 6, F(4×4, 5×5) 8; a stride-2 layer's F(m×m, 3×3) (a 5×5
+# filter) 4 and 6, F(m×m, 2×2) (4×4) 3 and 5.
 TILE = {"winograd": 2, "winograd4": 4}
-POINTS = {2: (0, 1, -1, Fraction(1, 2), -2), 4: (0, 1, -1, 2, -2, Fraction(1, 2), Fraction(-1, 2))}
+POINTS = {3: (0, 1), 4: (0, 1, -1), 5: (0, 1, -1, Fraction(1, 2)), 6: (0, 1, -1, Fraction(1, 2), -2),
+          8: (0, 1, -1, 2, -2, Fraction(1, 2), Fraction(-1, 2))}
 # Tiles per GEMM batch (whole images: 2 of deep-CNN conv2's 49-tile images in F(2×2)).
 # Measured on deep-CNN conv2, 2 threads, fwd/bwd ms: 1 image 4.45/9.64, 2 images 4.28/8.57,
 # 3 images 4.26/8.63, 5 images 4.30/9.21 (V and M of ~100 tiles, ~1.2 MB, stay in L2).
 # F(4×4)'s tiles are 64 products each: 4 of its 16-tile images are the same 1.5 MB.
 TILES_PER_CHUNK = {2: 128, 4: 64}
-# Tuples of α and of m zeros per tile size: passed to the kernels, they make α and m
-# compile-time lengths for the tuples of offsets and coefficients below.
-_ZEROS = {m: ((0,) * (m + R - 1), (0,) * m) for m in POINTS}
 
 
 @lru_cache(maxsize=None)
-def _transforms(m: int = 2):
-    """``(Aᵀ [m, α], G [α, r], Bᵀ [α, α])`` in float64 for F(m, 5), α = m + 4.
+def _zeros(m: int, alpha: int):
+    """Tuples of α and of m zeros: passed to the kernels, they make α and m compile-time
+    lengths for the tuples of offsets and coefficients below."""
+    return (0,) * alpha, (0,) * m
+
+
+def _taps(k: int, stride: int) -> int:
+    """r, the filter side of the stride-1 convolution a layer runs as: k, or ⌈k/2⌉ for a
+    stride-2 layer over its space-to-depth input (see ``_space_to_depth_filter``)."""
+    return -(-k // stride)
+
+
+@lru_cache(maxsize=None)
+def _transforms(m: int = 2, r: int = R):
+    """``(Aᵀ [m, α], G [α, r], Bᵀ [α, α])`` in float64 for F(m, r), α = m + r - 1.
 
     Aᵀ[i, j] = p_j^i (and row m - 1 picks the ∞ point), G[j, k] = p_j^k / Π_{l≠j}(p_j - p_l)
     (and G[∞] = [0, …, 0, 1]). Bᵀ then solves Σ_ξ Aᵀ[i, ξ]·G[ξ, k]·Bᵀ[ξ, j] = [j = i + k]
     for all i, k, j: m·r·α equations, α² unknowns, one exact solution (rational, small
     denominators; rounded to them)."""
-    pts, r, alpha = POINTS[m], R, m + R - 1
+    alpha = m + r - 1
+    pts = POINTS[alpha]
     at = np.zeros((m, alpha))
     g = np.zeros((alpha, r))
     for j, p in enumerate(pts):
@@ -107,8 +129,9 @@ def use_winograd(kh: int, kw: int, c: int, f: int, stride: int) -> bool:
 
 
 def winograd_applies(kh: int, kw: int, c: int, f: int, stride: int) -> bool:
-    """Where these kernels are correct and may pay: 5×5 stride 1, ≥ 8 channels in and out."""
-    return stride == 1 and kh == kw == R and c >= 8 and f >= 8
+    """Where these kernels are correct and may pay: 5×5 stride 1, and 4×4 or 5×5 stride 2
+    (conv-BN's conv2 and conv3), ≥ 8 channels in and out."""
+    return kh == kw and (kh == R if stride == 1 else stride == 2 and kh in (4, 5)) and c >= 8 and f >= 8
 
 
 # The transforms are separable (rows, then columns), and each pass is a few long loops
@@ -194,35 +217,79 @@ def _strided_typed(base, step, z):
     return _generated(_strided, z.count)
 
 
-def _tap_offsets(m: int, wq: int, c: int, row: int) -> np.ndarray:
+def _tap_offsets(m: int, alpha: int, wq: int, c: int, row: int) -> np.ndarray:
     """[α, α] int64: entry [a, j] is the offset of tap j's run, (j % m)·wq·c + (j // m)·c, in
     row a of a stack of phase-split rows [m, wq, c] of ``row`` floats each."""
-    alpha = m + R - 1
     j = np.arange(alpha)
     return np.arange(alpha)[:, None] * row + (j % m) * wq * c + (j // m) * c
 
 
+# A stride-s layer (s = 2) runs as the stride-1 convolution of its space-to-depth input:
+# with the padded input cut into s × s blocks, pixel (u, v) of the new input holds the
+# s²·C values of block (u, v), channel (a·s + b)·C + c being xpad[s·u + a, s·v + b, c];
+# then y[i, j] = Σ_{p', q'} x'[i + p', j + q'] · w'[p', q'] over r = ⌈k/s⌉ taps, with
+# w'[p', q', (a·s + b)·C + c] = w[s·p' + a, s·q' + b, c] (zero past the filter). Winograd's
+# multiplications per output fall by the same ratio as for stride 1: F(4×4, 3×3) spends
+# 36/16 per channel of the s²C, 9·C, where the 5×5 stride-2 sum spends 25·C.
+
+def _space_to_depth_filter(w, s: int):
+    """w' [r, r, s²·C, F] of w [k, k, C, F] (above); w itself for s = 1."""
+    if s == 1:
+        return w
+    k, _, c, f = w.shape
+    r = _taps(k, s)
+    wp = np.zeros((s * r, s * r, c, f), w.dtype)
+    wp[:k, :k] = w
+    return wp.reshape(r, s, r, s, c, f).transpose(0, 2, 1, 3, 4, 5).reshape(r, r, s * s * c, f)
+
+
+def _depth_to_space_filter(dw, s: int, k: int):
+    """dw [k, k, C, F] from the gradient of w' (the adjoint of ``_space_to_depth_filter``)."""
+    if s == 1:
+        return dw
+    r, _, cs, f = dw.shape
+    c = cs // (s * s)
+    return np.ascontiguousarray(dw.reshape(r, r, s, s, c, f).transpose(0, 2, 1, 3, 4, 5).reshape(s * r, s * r, c, f)[:k, :k])
+
+
 @njit
-def _pad_phases(x, xq, n0, n1, pt, pl):
-    """xq[n - n0, u, s, v, :] = x[n, u - pt, m·v + s - pl, :] (m = xq.shape[2]), 0 outside x."""
-    h, w, m = x.shape[1], x.shape[2], xq.shape[2]
+def _pad_phases(x, xq, n0, n1, pt, pl, s):
+    """xq[n - n0, u, v % m, v // m, (a·s + b)·C:+C] = x[n, s·u + a - pt, s·v + b - pl, :]
+    (m = xq.shape[2]), 0 outside x: padded, space-to-depth for s > 1, columns split by phase.
+    (Flat offsets and a loop over each pixel's C floats: 5-D slice assignment per pixel
+    cost 2-2.5x as much.)"""
+    h, w, c = x.shape[1], x.shape[2], x.shape[3]
+    hp, m, wq, cs = xq.shape[1], xq.shape[2], xq.shape[3], xq.shape[4]
     xq[:n1 - n0] = 0
+    xf, qf = x.reshape(-1), xq.reshape(-1)
     for n in range(n0, n1):
         for ih in range(h):
+            u, a = divmod(ih + pt, s)
+            src, dst = (n * h + ih) * w * c, ((n - n0) * hp + u) * m
             for iw in range(w):
-                col = iw + pl
-                xq[n - n0, ih + pt, col % m, col // m] = x[n, ih, iw]
+                v, b = divmod(iw + pl, s)
+                d0, s0 = ((dst + v % m) * wq + v // m) * cs + (a * s + b) * c, src + iw * c
+                ds, sv = qf[d0:d0 + c], xf[s0:s0 + c]
+                for ch in range(c):
+                    ds[ch] = sv[ch]
 
 
 @njit
-def _unpad_phases(dxq, dx, n0, n1, pt, pl):
-    """dx[n, ih, iw, :] = dxq[n - n0, ih + pt, (iw + pl) % m, (iw + pl) // m, :] (the adjoint of padding)."""
-    h, w, m = dx.shape[1], dx.shape[2], dxq.shape[2]
+def _unpad_phases(dxq, dx, n0, n1, pt, pl, s):
+    """dx[n, ih, iw, :] = the entries of dxq that ``_pad_phases`` copied x[n, ih, iw] to (its adjoint)."""
+    h, w, c = dx.shape[1], dx.shape[2], dx.shape[3]
+    hp, m, wq, cs = dxq.shape[1], dxq.shape[2], dxq.shape[3], dxq.shape[4]
+    xf, qf = dx.reshape(-1), dxq.reshape(-1)
     for n in range(n0, n1):
         for ih in range(h):
+            u, a = divmod(ih + pt, s)
+            src, dst = (n * h + ih) * w * c, ((n - n0) * hp + u) * m
             for iw in range(w):
-                col = iw + pl
-                dx[n, ih, iw] = dxq[n - n0, ih + pt, col % m, col // m]
+                v, b = divmod(iw + pl, s)
+                d0, s0 = ((dst + v % m) * wq + v // m) * cs + (a * s + b) * c, src + iw * c
+                ds, sv = qf[d0:d0 + c], xf[s0:s0 + c]
+                for ch in range(c):
+                    sv[ch] = ds[ch]
 
 
 @njit
@@ -273,9 +340,10 @@ def _input_tiles_adjoint(dv, dxq, images, th, tw, bt, taps, z):
 
 
 @njit
-def _output_tiles(mm, y, n0, n1, th, tw, at, bias, relu, pool, z):
-    """y[n, m·ti + i, m·tj + j, :] = (Aᵀ M A)[i, j, :] + bias, inside y; then max(·, 0) if
-    ``relu``. With ``pool`` (inference, Ho and Wo even): the m × m output tile holds
+def _output_tiles(mm, y, n0, n1, th, tw, at, bias, mul, add, affine, relu, pool, z):
+    """y[n, m·ti + i, m·tj + j, :] = (Aᵀ M A)[i, j, :] + bias, inside y; then, if ``affine``,
+    ·mul + add per channel (a batch normalisation with fixed statistics, as
+    ``batchnorm._affine`` rounds it); then max(·, 0) if ``relu``. With ``pool`` (inference, Ho and Wo even): the m × m output tile holds
     (m/2)² windows of a 2 × 2 max-pool of stride 2, and only their maxima are written,
     y[n, (m/2)·ti + wi, (m/2)·tj + wj, :] (y [N, Ho/2, Wo/2, F]), each taken in the pool's
     window order with its strict >."""
@@ -324,6 +392,8 @@ def _output_tiles(mm, y, n0, n1, th, tw, at, bias, relu, pool, z):
                         bs, ds = band[b0:b0 + f], dst[(m * tj + j) * f:(m * tj + j + 1) * f]
                         for ch in range(f):
                             v = bias[ch] + bs[ch]
+                            if affine:
+                                v = v * mul[ch] + add[ch]
                             ds[ch] = (zero if v <= zero else v) if relu else v
 
 
@@ -357,17 +427,20 @@ def _output_tiles_adjoint(dy, dm, n0, n1, th, tw, at, zm):
                           _col(at, a, zm), run, False)
 
 
-def _geometry(x_shape, out_hw, pads, dtype, m):
-    """Tile counts, images per GEMM batch, the padded phase-split image shape, the tap
-    offsets and the transforms in ``dtype``, for output tiles of side m."""
+def _geometry(x_shape, k, stride, out_hw, pads, dtype, m):
+    """Tile counts, images per GEMM batch, the padded phase-split image shape (space-to-depth
+    for stride 2), the tap offsets, the transforms in ``dtype`` and the zero tuples, for
+    output tiles of side m and a k × k filter."""
     n, h, w, c = x_shape
-    alpha = m + R - 1
+    alpha = m + _taps(k, stride) - 1
     th, tw = -(-out_hw[0] // m), -(-out_hw[1] // m)
     per = chosen_chunk() or max(1, TILES_PER_CHUNK[m] // (th * tw))  # images per GEMM batch
-    hp = max(m * th + alpha - m, h + pads[0][0])
-    wq = max(tw + (alpha - 1) // m, -(-(w + pads[1][0]) // m))
-    at, g, bt = (a.astype(dtype) for a in _transforms(m))
-    return n, th, tw, per, (hp, m, wq, c), _tap_offsets(m, wq, c, m * wq * c), at, g, bt
+    hp = max(m * th + alpha - m, -(-(h + pads[0][0]) // stride))
+    wq = max(tw + (alpha - 1) // m, -(-(w + pads[1][0]) // (stride * m)))
+    cs = stride * stride * c
+    at, g, bt = (a.astype(dtype) for a in _transforms(m, _taps(k, stride)))
+    taps = _tap_offsets(m, alpha, wq, cs, m * wq * cs)
+    return n, th, tw, per, (hp, m, wq, cs), taps, at, g, bt, _zeros(m, alpha)
 
 
 def _filter_transform(w, g):
@@ -385,57 +458,63 @@ def _filter_transform_adjoint(du, g):
     return np.ascontiguousarray(dw.transpose(1, 0, 2, 3))
 
 
-def winograd_forward(x, w, bias, pads, out_hw, *, relu=False, pool=False, tile: int = 2):
-    """y [N, Ho, Wo, F] of the stride-1 convolution of x [N, H, W, C] with w [r, r, C, F],
-    by F(tile × tile, 5 × 5). Inference can take the layers after it into the output
-    transform: ``relu`` max(y, 0), ``pool`` a 2 × 2 max-pool of stride 2 for even Ho, Wo
-    (y is then [N, Ho/2, Wo/2, F])."""
-    c, f = w.shape[2], w.shape[3]
-    n, th, tw, per, qshape, taps, at, g, bt = _geometry(x.shape, out_hw, pads, x.dtype, tile)
+def winograd_forward(x, w, bias, pads, out_hw, *, stride: int = 1, affine=None, relu=False, pool=False,
+                     tile: int = 2):
+    """y [N, Ho, Wo, F] of the convolution of x [N, H, W, C] with w [k, k, C, F], by
+    F(tile × tile, r × r): r = k for stride 1, ⌈k/2⌉ over the space-to-depth input for
+    stride 2. Inference can take the layers after it into the output transform: ``affine``
+    (mul, add) [F] y·mul + add (a batch normalisation), ``relu`` max(y, 0), ``pool`` (not
+    with ``affine``) a 2 × 2 max-pool of stride 2 for even Ho, Wo (y is then
+    [N, Ho/2, Wo/2, F])."""
+    f = w.shape[3]
+    n, th, tw, per, qshape, taps, at, g, bt, (z, _) = _geometry(x.shape, w.shape[0], stride, out_hw, pads, x.dtype, tile)
     pt, pl = pads[0][0], pads[1][0]
-    u = _filter_transform(w, g)
+    u = _filter_transform(_space_to_depth_filter(w, stride), g)
     y = np.empty((n, out_hw[0] // 2, out_hw[1] // 2, f) if pool else (n, *out_hw, f), x.dtype)
     b = np.ascontiguousarray(bias, x.dtype) if bias is not None else np.zeros(f, x.dtype)
-    xi2, tiles, (z, _) = u.shape[0], per * th * tw, _ZEROS[tile]
+    xi2, tiles, cs = u.shape[0], per * th * tw, qshape[-1]
+    mul, add = affine if affine is not None else (b, b)
 
     def work(a, e):
         xq = scratch("wino_xq", (per, *qshape), x.dtype)
-        v = scratch("wino_v", (xi2, tiles, c), x.dtype)
+        v = scratch("wino_v", (xi2, tiles, cs), x.dtype)
         m = scratch("wino_m", (xi2, tiles, f), x.dtype)
         for s in range(a, e, per):
             t1 = min(s + per, e)
             k = (t1 - s) * th * tw
-            _pad_phases(x, xq, s, t1, pt, pl)
+            _pad_phases(x, xq, s, t1, pt, pl, stride)
             _input_tiles(xq, v, t1 - s, th, tw, bt, taps, z)
             np.matmul(v[:, :k], u, out=m[:, :k])
-            _output_tiles(m, y, s, t1, th, tw, at, b, relu, pool, z)
+            _output_tiles(m, y, s, t1, th, tw, at, b, mul, add, affine is not None, relu, pool, z)
 
     with blas_single():
         parallel(work, n)
     return y
 
 
-def winograd_backward(x, w, dy, pads, out_hw, *, need_dx: bool = True, need_dw: bool = True, tile: int = 2):
+def winograd_backward(x, w, dy, pads, out_hw, *, stride: int = 1, need_dx: bool = True, need_dw: bool = True,
+                      tile: int = 2):
     """``(dx or None, dw or None)`` of ``winograd_forward``; dy [N, Ho, Wo, F]."""
-    c, f = w.shape[2], w.shape[3]
-    n, th, tw, per, qshape, taps, at, g, bt = _geometry(x.shape, out_hw, pads, x.dtype, tile)
+    f = w.shape[3]
+    n, th, tw, per, qshape, taps, at, g, bt, (z, zm) = _geometry(x.shape, w.shape[0], stride, out_hw, pads, x.dtype, tile)
     pt, pl = pads[0][0], pads[1][0]
-    xi2, tiles, (z, zm) = g.shape[0] ** 2, per * th * tw, _ZEROS[tile]
-    ut = np.ascontiguousarray(_filter_transform(w, g).transpose(0, 2, 1)) if need_dx else None  # [α², F, C]
+    xi2, tiles, cs = g.shape[0] ** 2, per * th * tw, qshape[-1]
+    ut = (np.ascontiguousarray(_filter_transform(_space_to_depth_filter(w, stride), g).transpose(0, 2, 1))
+          if need_dx else None)  # [α², F, s²C]
     dx = np.empty(x.shape, x.dtype) if need_dx else None
 
     def work(a, e):
         xq = scratch("wino_xq", (per, *qshape), x.dtype)
-        v = scratch("wino_v", (xi2, tiles, c), x.dtype)
+        v = scratch("wino_v", (xi2, tiles, cs), x.dtype)
         dm = scratch("wino_m", (xi2, tiles, f), x.dtype)
-        du_part = scratch("wino_du", (xi2, c, f), x.dtype)
-        du = np.zeros((xi2, c, f), x.dtype) if need_dw else None
+        du_part = scratch("wino_du", (xi2, cs, f), x.dtype)
+        du = np.zeros((xi2, cs, f), x.dtype) if need_dw else None
         for s in range(a, e, per):
             t1 = min(s + per, e)
             k = (t1 - s) * th * tw
             _output_tiles_adjoint(dy, dm, s, t1, th, tw, at, zm)
             if need_dw:
-                _pad_phases(x, xq, s, t1, pt, pl)
+                _pad_phases(x, xq, s, t1, pt, pl, stride)
                 _input_tiles(xq, v, t1 - s, th, tw, bt, taps, z)
                 np.matmul(v[:, :k].transpose(0, 2, 1), dm[:, :k], out=du_part)
                 du += du_part
@@ -443,7 +522,7 @@ def winograd_backward(x, w, dy, pads, out_hw, *, need_dx: bool = True, need_dw: 
                 np.matmul(dm[:, :k], ut, out=v[:, :k])  # dV, in V's buffer
                 xq[:t1 - s] = 0
                 _input_tiles_adjoint(v, xq, t1 - s, th, tw, bt, taps, z)
-                _unpad_phases(xq, dx, s, t1, pt, pl)
+                _unpad_phases(xq, dx, s, t1, pt, pl, stride)
         return du
 
     with blas_single():
@@ -451,4 +530,4 @@ def winograd_backward(x, w, dy, pads, out_hw, *, need_dx: bool = True, need_dw: 
             parallel(work, n)
             return dx, None
         du = parallel_sum(work, n, per)
-    return dx, _filter_transform_adjoint(du, g)
+    return dx, _depth_to_space_filter(_filter_transform_adjoint(du, g), stride, w.shape[0])
