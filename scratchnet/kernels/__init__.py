@@ -29,9 +29,10 @@ dense_*                   BLAS with transpose flags, bias added in place; for a 
                           dX as (w @ dyᵀ)ᵀ, or for 2-12 rows the register-blocked "skinny"
                           products (``skinny.py``, float32); ``dense_backward_params``
                           skips dX for a first layer
-lstm_*                    hoisted input GEMM, one 4-gate GEMM per step, fused pointwise,
-                          post-loop weight-gradient GEMMs; ``lstm_infer`` runs L2-sized row
-                          blocks through all steps keeping only the current c and h
+lstm_*                    one GEMM per step for the four gates and the bias ([x_t, h, 1] @
+                          [K; b]), fused pointwise, post-loop weight-gradient GEMMs;
+                          ``lstm_infer`` runs L2-sized row blocks through all steps keeping
+                          only the current inputs, c and h
 relu_*, relu              one-pass Numba, split over the worker threads (NumPy's call for
                           small inputs; ``relu``, inference: in place when the model says its
                           input is scratch)

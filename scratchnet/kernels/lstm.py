@@ -1,15 +1,19 @@
-"""Fast LSTM (``BasicLSTMCell`` conventions of ``scratchnet.ops.lstm``): hoisted input
-GEMM, one GEMM per step for all four gates, fused pointwise work, and the weight and
-input gradients as large GEMMs after the BPTT loop.
+"""Fast LSTM (``BasicLSTMCell`` conventions of ``scratchnet.ops.lstm``): one GEMM per step
+for all four gates and the bias, fused pointwise work, and the weight, bias and input
+gradients as large GEMMs after the BPTT loop.
 
-Forward. The kernel [D+H, 4H] splits into an input part K_x [D, 4H] and a recurrent part
-K_h [H, 4H]. The input part does not depend on the recurrence, so all T steps are done
-at once before the loop (one [T·N, D] @ [D, 4H] GEMM, bias and forget bias folded in):
+Forward. Each step is ONE GEMM, as TensorFlow's cell writes it (concat, matmul, bias),
+with the bias as one more row of the kernel and a column of ones beside the input:
 
-    Gx = X @ K_x + (bias + forget_bias on the f block)      [T, N, 4H]
-    step t:  z = h_{t-1} @ K_h + Gx[t]                       one [N, H] @ [H, 4H] GEMM
+    step t:  z = [x_t, h_{t-1}, 1] @ [K; b + forget_bias on the f block]    [N, D+H+1] @ [D+H+1, 4H]
              σ on the i, f, o blocks, tanh on j;  c_t = σf·c_{t-1} + σi·tanh j;
              h_t = tanh(c_t)·σo
+
+(An earlier version hoisted X @ K_x out of the loop, one [T·N, D] @ [D, 4H] GEMM, and
+added it and the bias to h_{t-1} @ K_h in each step. Its K = 28 GEMM ran at half the
+rate of the step's and the additions were a pass each: on the AMD EPYC, batch-1,000
+inference 43.7 → 35.9 ms and batch 100 6.6 → 4.5 ms with the stacked GEMM, interleaved
+medians; the step GEMM's K = 157 instead of 128 costs 211 against 190 µs per 128 rows.)
 
 Internally the gate columns are reordered from (i, j, f, o) to (i, f, o, j), so the three
 sigmoid gates are one contiguous block. The sigmoid is computed as σ(z) = 0.5 + 0.5·tanh(z/2)
@@ -23,8 +27,8 @@ BPTT. Per step only two things are sequential: the fused pointwise backward (one
 pass producing dz_t [N, 4H] and the new dc) and dh_{t-1} = dz_t @ K_hᵀ. Everything that
 sums over time is done once after the loop with K = T·N = 3584:
 
-    [dK_x; dK_h] = [X, H_prev]ᵀ @ dZ  (one GEMM: the forward keeps [x_t, h_{t-1}] side by
-    side in one array),   dbias = Σ dZ,   dX = dZ @ K_xᵀ
+    [dK_x; dK_h; dbias] = [X, H_prev, 1]ᵀ @ dZ  (one GEMM over the forward's
+    [x_t, h_{t-1}, 1] rows),   dX = dZ @ K_xᵀ
 
 The reference does those products (with K = N) inside the loop, T times.
 
@@ -126,8 +130,8 @@ def _halved_rows(a, out):
 
 
 def _halved(kernel, bias, forget_bias, dtype):
-    """(ks, bp): the kernel and the bias (the forget bias folded in) in internal gate order,
-    their sigmoid columns halved."""
+    """kb [D+H+1, 4H]: the kernel's rows, then the bias (the forget bias folded in) as the
+    last row, in internal gate order, their sigmoid columns halved."""
     # σ(z) = 0.5 + 0.5·tanh(z/2): the sigmoid columns of the kernel and bias are halved
     # (exact: a power of two), so ONE np.tanh pass over all 4H columns serves the three
     # sigmoid gates and the candidate, instead of negate, exp, +1, reciprocal (4 passes
@@ -135,10 +139,10 @@ def _halved(kernel, bias, forget_bias, dtype):
     hidden = kernel.shape[1] // 4
     b = bias.astype(dtype)
     b[2 * hidden:3 * hidden] += dtype.type(forget_bias)  # the f block, in the caller's order
-    ks, bp = np.empty(kernel.shape, dtype), np.empty((1, b.size), dtype)
-    _halved_rows(np.asarray(kernel, dtype), ks)
-    _halved_rows(b.reshape(1, -1), bp)
-    return ks, bp[0]
+    kb = np.empty((kernel.shape[0] + 1, kernel.shape[1]), dtype)
+    _halved_rows(np.asarray(kernel, dtype), kb[:-1])
+    _halved_rows(b.reshape(1, -1), kb[-1:])
+    return kb
 
 
 def lstm_forward(x, kernel, bias, forget_bias: float = 1.0):
@@ -147,79 +151,73 @@ def lstm_forward(x, kernel, bias, forget_bias: float = 1.0):
     hidden = kernel.shape[1] // 4
     dtype = x.dtype
     kp = _reordered(kernel)  # kept for the backward
-    ks, bp = _halved(kernel, bias, forget_bias, dtype)
-    # xh[t] = [x_t, h_{t-1}]: the step GEMM reads h_{t-1} from it, and the backward gets
-    # both weight gradients from ONE GEMM over it.
-    xh = np.empty((t_len + 1, n, d + hidden), dtype)
-    xh[:t_len, :, :d] = x.transpose(1, 0, 2)
+    kb = _halved(kernel, bias, forget_bias, dtype)
+    # xh[t] = [x_t, h_{t-1}, 1]: the step's one GEMM reads it, and the backward gets both
+    # weight gradients and the bias gradient from ONE GEMM over it.
+    xh = _stacked_inputs(x, t_len + 1, hidden)
     xh[t_len, :, :d] = 0
-    xh[0, :, d:] = 0
-    acts = np.matmul(xh[:t_len, :, :d].reshape(t_len * n, d), ks[:d]).reshape(t_len, n, 4 * hidden)
-    acts += bp
-    kh = ks[d:]
+    xh[0, :, d:d + hidden] = 0
+    acts = np.empty((t_len, n, 4 * hidden), dtype)
     cs = np.empty((t_len, n, hidden), dtype)
     tcs = np.empty((t_len, n, hidden), dtype)
 
     def rows(a, b):  # the recurrence of examples a..b-1 (rows never interact)
         zero_c = np.zeros((b - a, hidden), dtype)
-        hz = np.empty((b - a, 4 * hidden), dtype)
         for t in range(t_len):
             z = acts[t, a:b]
-            np.dot(xh[t, a:b, d:], kh, out=hz)
-            z += hz
+            np.dot(xh[t, a:b], kb, out=z)
             np.tanh(z, out=z)
             _gates_cell(z, cs[t - 1, a:b] if t else zero_c, cs[t, a:b])  # z becomes [σi, σf, σo, tanh j]
             np.tanh(cs[t, a:b], out=tcs[t, a:b])
-            np.multiply(tcs[t, a:b], z[:, 2 * hidden:3 * hidden], out=xh[t + 1, a:b, d:])
+            np.multiply(tcs[t, a:b], z[:, 2 * hidden:3 * hidden], out=xh[t + 1, a:b, d:d + hidden])
 
     with blas_single():
         parallel(rows, n, min_per_thread=MIN_ROWS)
-    h = np.ascontiguousarray(xh[1:, :, d:].transpose(1, 0, 2))
+    h = np.ascontiguousarray(xh[1:, :, d:d + hidden].transpose(1, 0, 2))
     return h, (xh, kp, acts, cs, tcs, d)
+
+
+def _stacked_inputs(x, steps: int, hidden: int):
+    """xh [steps, N, D+H+1]: x_t in the first D columns (for t < T), the last column 1 (the
+    bias's row of the stacked kernel), the H columns between for h_{t-1}, left unset."""
+    n, t_len, d = x.shape
+    xh = np.empty((steps, n, d + hidden + 1), x.dtype)
+    xh[:t_len, :, :d] = x.transpose(1, 0, 2)
+    xh[:, :, -1] = 1
+    return xh
 
 
 # Inference: rows in blocks whose per-step gates stay in L2 (128 rows · 4H = 512 floats:
 # 256 KB). Measured, lstm recipe, batch 1,000, 2 workers, median of 9 (AMD EPYC Zen 4):
 # blocks of 16 / 32 / 64 / 128 / 256 / 500 rows: 78 / 56 / 50 / 42 / 47 / 44 ms.
 INFER_BLOCK = 128
-# ... and the input GEMM of a block runs as many steps ahead as fit in INFER_GATE_BYTES,
-# so that its output is read back from cache, not memory: 4 steps of 128 rows · 4H (all
-# 28 would be 7.3 MB). Measured, same machine, batch 1,000, median of 22 interleaved
-# passes, two runs: all 28 steps 44.2 / 49.8 ms, 4 steps 41.1 / 40.2, 2 steps 43.2 / 44.1;
-# the same values. A small batch gets all its steps in one GEMM (batch 1: 57 KB).
-INFER_GATE_BYTES = 1 << 20
 
 
 def lstm_infer(x, kernel, bias, forget_bias: float = 1.0, all_steps: bool = True):
     """h [N, T, H] (``all_steps``) or the last step's h [N, H], keeping nothing for backward.
 
     The forward's arithmetic in the same order (so the same values), but each worker runs
-    blocks of ``INFER_BLOCK`` rows through all T steps with only the current c and h: the
-    forward's [T, N, 4H] gates and [T, N, H] cell states (57 + 28 MB at N = 1,000) are
-    never written, and the input GEMM runs ``INFER_GATE_BYTES`` ahead, not all T."""
+    blocks of ``INFER_BLOCK`` rows through all T steps with only the current [x_t, h, 1],
+    c and gates: the forward's [T, N, D+H+1] inputs, [T, N, 4H] gates and [T, N, H] cell
+    states (18 + 57 + 28 MB at N = 1,000) are never written."""
     n, t_len, d = x.shape
     hidden = kernel.shape[1] // 4
     dtype = x.dtype
-    ks, bp = _halved(kernel, bias, forget_bias, dtype)
-    kx, kh = ks[:d], ks[d:]
+    kb = _halved(kernel, bias, forget_bias, dtype)
     out = np.empty((n, t_len, hidden) if all_steps else (n, hidden), dtype)
 
     def rows(a, b):
         for s in range(a, b, INFER_BLOCK):
             e = min(s + INFER_BLOCK, b)
             m = e - s
-            h = np.zeros((m, hidden), dtype)
+            xh = np.empty((m, d + hidden + 1), dtype)
+            xh[:, d:d + hidden], xh[:, -1] = 0, 1
+            h = xh[:, d:d + hidden]
             c, c_next = np.zeros((m, hidden), dtype), np.empty((m, hidden), dtype)
             z = np.empty((m, 4 * hidden), dtype)
-            ahead = max(1, INFER_GATE_BYTES // z.nbytes)
             for t in range(t_len):
-                if t % ahead == 0:  # the input GEMM of the next `ahead` steps
-                    t1 = min(t + ahead, t_len)
-                    gx = np.matmul(np.ascontiguousarray(x[s:e, t:t1].transpose(1, 0, 2)).reshape((t1 - t) * m, d), kx)
-                    gx = gx.reshape(t1 - t, m, 4 * hidden)
-                    gx += bp
-                np.dot(h, kh, out=z)
-                np.add(gx[t % ahead], z, out=z)
+                xh[:, :d] = x[s:e, t]
+                np.dot(xh, kb, out=z)
                 np.tanh(z, out=z)
                 _gates_cell(z, c, c_next)  # z becomes [σi, σf, σo, tanh j]
                 c, c_next = c_next, c
@@ -242,7 +240,7 @@ def lstm_backward(dh_out, cache):
     dtype = kp.dtype
     dht = np.ascontiguousarray(dh_out.transpose(1, 0, 2), dtype=dtype)
     dz = np.empty((t_len, n, 4 * hidden), dtype)
-    kh_t = kp[d:].T
+    kh_t = kp[d:].T  # [4H, H]
 
     def rows(a, b):  # BPTT of examples a..b-1
         dc = np.zeros((b - a, hidden), dtype)
@@ -256,7 +254,6 @@ def lstm_backward(dh_out, cache):
     with blas_single():
         parallel(rows, n, min_per_thread=MIN_ROWS)
     dz2 = dz.reshape(t_len * n, 4 * hidden)
-    dkp = np.matmul(xh[:t_len].reshape(t_len * n, d + hidden).T, dz2)  # [x_t, h_{t-1}]ᵀ @ dz, all t
-    dbp = dz2.sum(axis=0)
+    dkb = np.matmul(xh[:t_len].reshape(t_len * n, d + hidden + 1).T, dz2)  # [x_t, h_{t-1}, 1]ᵀ @ dz, all t
     dx = np.matmul(dz2, kp[:d].T).reshape(t_len, n, d).transpose(1, 0, 2)
-    return np.ascontiguousarray(dx), _reordered(dkp, False), _reordered(dbp, False)
+    return np.ascontiguousarray(dx), _reordered(dkb[:-1], False), _reordered(dkb[-1], False)
