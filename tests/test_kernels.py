@@ -446,3 +446,42 @@ def test_openblas_spin_is_shortened_unless_the_user_set_it(user_setting):
     else:
         assert (shortened, timeout) == ("True", str(_runtime.BLAS_SPIN_LOG2_CYCLES))
     assert int(threads) == blas.get_num_threads()
+
+
+# --- glibc's allocator keeps large freed arrays (``_runtime.keep_freed_memory``) ---------------
+
+_FAULTS_PROBE = """
+import resource, numpy as np
+from scratchnet.kernels import _runtime
+def faults_of_a_fresh_array():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    a = np.empty(64 << 20, np.uint8)  # 64 MB: above glibc's largest dynamic mmap threshold
+    a[::4096] = 1
+    del a
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+faults_of_a_fresh_array()
+print(_runtime.FREED_MEMORY_KEPT, faults_of_a_fresh_array())
+"""
+
+
+@pytest.mark.parametrize("user_setting", [None, "33554432"])
+def test_large_freed_arrays_are_reused_unless_the_user_set_glibc_thresholds(user_setting):
+    """The second 64 MB array reuses the first one's memory (no page faults) once the
+    thresholds are raised; a MALLOC_MMAP_THRESHOLD_ of the user's wins (a fresh mmap, 16 K
+    faults of 4 KB pages, or fewer huge ones)."""
+    import os
+    import platform
+    import subprocess
+    import sys
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("not glibc")
+    env = {k: v for k, v in os.environ.items() if k not in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")}
+    if user_setting:
+        env["MALLOC_MMAP_THRESHOLD_"] = user_setting
+    out = subprocess.run([sys.executable, "-c", _FAULTS_PROBE], env=env, capture_output=True, text=True, check=True)
+    kept, faults = out.stdout.split()
+    if user_setting:
+        assert kept == "False" and int(faults) >= 32, out.stdout
+    else:
+        assert kept == "True" and int(faults) < 32, out.stdout
