@@ -37,8 +37,8 @@ float32 and 1e-12 in float64. The built-in rule runs F(2×2); F(4×4) ("winograd
 candidate of ``kernels.tuning`` only, picked where it measures faster.
 
 The stride-2 layers: 36 products per tile of F(4×4, 3×3) over 4·C channels are 9·C per
-output, against 25·C for the direct 5×5 sum; F(4×4, 2×2), 6.25·C against 16·C (less what
-the tiles waste past a 14 × 14 or 7 × 7 output). Their float32 error stays under 5e-6 of
+output, against 25·C for the direct 5×5 sum; F(4×4, 2×2), 6.25·C against 16·C (before
+what the tiles waste past a 14 × 14 or 7 × 7 output). Their float32 error stays under 5e-6 of
 the output scale (conv-BN's layers; 1.2e-6 with F(2×2)). They are tuning candidates only:
 on the AMD EPYC they win the batch-1,000 forward (conv-BN conv2 63.3 → 56.7 ms, conv3
 27.6 → 23.0 ms), and in the training step they do not (the same step time either way).
@@ -252,12 +252,16 @@ def _depth_to_space_filter(dw, s: int, k: int):
     return np.ascontiguousarray(dw.reshape(r, r, s, s, c, f).transpose(0, 2, 1, 3, 4, 5).reshape(s * r, s * r, c, f)[:k, :k])
 
 
+# The padded, phase-split copy of x: xq[n - n0, u, v % m, v // m, (a·s + b)·C:+C] holds
+# x[n, s·u + a - pt, s·v + b - pl] (m = xq.shape[2]), space-to-depth for s > 1. Both
+# directions use flat offsets, hoisted per row, and a loop over each pixel's C floats: a
+# 5-D slice assignment per pixel cost 2-2.5x as much, an offset helper called per pixel 1.2-1.4x.
+# (Two functions, not one with a direction flag: x is read-only in one, dx written in the
+# other, and Numba types both branches.)
+
 @njit
 def _pad_phases(x, xq, n0, n1, pt, pl, s):
-    """xq[n - n0, u, v % m, v // m, (a·s + b)·C:+C] = x[n, s·u + a - pt, s·v + b - pl, :]
-    (m = xq.shape[2]), 0 outside x: padded, space-to-depth for s > 1, columns split by phase.
-    (Flat offsets and a loop over each pixel's C floats: 5-D slice assignment per pixel
-    cost 2-2.5x as much.)"""
+    """xq = images n0..n1 of x, padded (0 outside x) and phase-split (above)."""
     h, w, c = x.shape[1], x.shape[2], x.shape[3]
     hp, m, wq, cs = xq.shape[1], xq.shape[2], xq.shape[3], xq.shape[4]
     xq[:n1 - n0] = 0
@@ -276,10 +280,10 @@ def _pad_phases(x, xq, n0, n1, pt, pl, s):
 
 @njit
 def _unpad_phases(dxq, dx, n0, n1, pt, pl, s):
-    """dx[n, ih, iw, :] = the entries of dxq that ``_pad_phases`` copied x[n, ih, iw] to (its adjoint)."""
+    """dx[n0:n1] = the entries of dxq that ``_pad_phases`` copied x's to (its adjoint)."""
     h, w, c = dx.shape[1], dx.shape[2], dx.shape[3]
     hp, m, wq, cs = dxq.shape[1], dxq.shape[2], dxq.shape[3], dxq.shape[4]
-    xf, qf = dx.reshape(-1), dxq.reshape(-1)
+    df, qf = dx.reshape(-1), dxq.reshape(-1)
     for n in range(n0, n1):
         for ih in range(h):
             u, a = divmod(ih + pt, s)
@@ -287,9 +291,9 @@ def _unpad_phases(dxq, dx, n0, n1, pt, pl, s):
             for iw in range(w):
                 v, b = divmod(iw + pl, s)
                 d0, s0 = ((dst + v % m) * wq + v // m) * cs + (a * s + b) * c, src + iw * c
-                ds, sv = qf[d0:d0 + c], xf[s0:s0 + c]
+                qs, dd = qf[d0:d0 + c], df[s0:s0 + c]
                 for ch in range(c):
-                    sv[ch] = ds[ch]
+                    dd[ch] = qs[ch]
 
 
 @njit
@@ -343,7 +347,8 @@ def _input_tiles_adjoint(dv, dxq, images, th, tw, bt, taps, z):
 def _output_tiles(mm, y, n0, n1, th, tw, at, bias, mul, add, affine, relu, pool, z):
     """y[n, m·ti + i, m·tj + j, :] = (Aᵀ M A)[i, j, :] + bias, inside y; then, if ``affine``,
     ·mul + add per channel (a batch normalisation with fixed statistics, as
-    ``batchnorm._affine`` rounds it); then max(·, 0) if ``relu``. With ``pool`` (inference, Ho and Wo even): the m × m output tile holds
+    ``batchnorm._affine`` rounds it); then max(·, 0) if ``relu``. With ``pool``
+    (inference, Ho and Wo even, no ``affine``): the m × m output tile holds
     (m/2)² windows of a 2 × 2 max-pool of stride 2, and only their maxima are written,
     y[n, (m/2)·ti + wi, (m/2)·tj + wj, :] (y [N, Ho/2, Wo/2, F]), each taken in the pool's
     window order with its strict >."""
