@@ -415,8 +415,9 @@ def test_the_fused_inference_op_equals_its_ops_one_by_one(empty_store, monkeypat
     normalisation; odd ones, e.g. 7 × 7 or 12 × 10 VALID → 10 × 8, pool after it), into the
     lanes forward's (the pool after it), into
     Winograd's output transform (F(2×2), the built-in choice for the 5 × 5 layers with 16
-    and 32 channels, or F(4×4), where each output tile holds four pool windows) or run after
-    another algorithm. Every scratch buffer is NaN-filled first, so
+    and 32 channels, or F(4×4), where each output tile holds four pool windows; for the
+    stride-2 cases over the space-to-depth input; the normalisation too, the pool then
+    after it) or run after another algorithm. Every scratch buffer is NaN-filled first, so
     a read of stale rows or pixels would show."""
     from scratchnet.kernels import _runtime, blocked, lanes, winograd
 

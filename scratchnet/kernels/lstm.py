@@ -12,8 +12,9 @@ with the bias as one more row of the kernel and a column of ones beside the inpu
 (An earlier version hoisted X @ K_x out of the loop, one [T·N, D] @ [D, 4H] GEMM, and
 added it and the bias to h_{t-1} @ K_h in each step. Its K = 28 GEMM ran at half the
 rate of the step's and the additions were a pass each: on the AMD EPYC, batch-1,000
-inference 43.7 → 35.9 ms and batch 100 6.6 → 4.5 ms with the stacked GEMM, interleaved
-medians; the step GEMM's K = 157 instead of 128 costs 211 against 190 µs per 128 rows.)
+inference 42.3 → 37.0 ms and the batch-100 forward + backward 17.0 → 15.5 ms with the one
+GEMM, old and new alternating in one process; the step GEMM's K = 157 instead of 128
+costs 211 against 190 µs per 128 rows. docs/performance.md has the table.)
 
 Internally the gate columns are reordered from (i, j, f, o) to (i, f, o, j), so the three
 sigmoid gates are one contiguous block. The sigmoid is computed as σ(z) = 0.5 + 0.5·tanh(z/2)
@@ -154,8 +155,10 @@ def lstm_forward(x, kernel, bias, forget_bias: float = 1.0):
     kb = _halved(kernel, bias, forget_bias, dtype)
     # xh[t] = [x_t, h_{t-1}, 1]: the step's one GEMM reads it, and the backward gets both
     # weight gradients and the bias gradient from ONE GEMM over it.
-    xh = _stacked_inputs(x, t_len + 1, hidden)
+    xh = np.empty((t_len + 1, n, d + hidden + 1), dtype)
+    xh[:t_len, :, :d] = x.transpose(1, 0, 2)
     xh[t_len, :, :d] = 0
+    xh[:, :, -1] = 1
     xh[0, :, d:d + hidden] = 0
     acts = np.empty((t_len, n, 4 * hidden), dtype)
     cs = np.empty((t_len, n, hidden), dtype)
@@ -175,16 +178,6 @@ def lstm_forward(x, kernel, bias, forget_bias: float = 1.0):
         parallel(rows, n, min_per_thread=MIN_ROWS)
     h = np.ascontiguousarray(xh[1:, :, d:d + hidden].transpose(1, 0, 2))
     return h, (xh, kp, acts, cs, tcs, d)
-
-
-def _stacked_inputs(x, steps: int, hidden: int):
-    """xh [steps, N, D+H+1]: x_t in the first D columns (for t < T), the last column 1 (the
-    bias's row of the stacked kernel), the H columns between for h_{t-1}, left unset."""
-    n, t_len, d = x.shape
-    xh = np.empty((steps, n, d + hidden + 1), x.dtype)
-    xh[:t_len, :, :d] = x.transpose(1, 0, 2)
-    xh[:, :, -1] = 1
-    return xh
 
 
 # Inference: rows in blocks whose per-step gates stay in L2 (128 rows · 4H = 512 floats:
