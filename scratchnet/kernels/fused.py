@@ -66,22 +66,20 @@ def conv2d_forward_relu(x, w, b, stride: int = 1, padding: str = "SAME"):
 def _fused(plan, w, b, stride, bn, relu, pool):
     """``conv2d_infer`` for the ``forward_plan`` ``plan``."""
     x, choice, pads, out_hw = plan
+    if choice.algorithm not in ("blocked", "lanes", *TILE):
+        y = _pointwise(forward_with(choice, x, w, b, stride, pads, out_hw), bn, relu)
+        return max_pool(y, *pool) if pool is not None else y
     fuse = pool is not None and bn is None and pool_fusable(pool, out_hw)
-    if choice.algorithm in ("blocked", "lanes"):
-        affine = scale_shift(*bn, x.dtype)[1:] if bn is not None else None
-        with chunk_size(choice.chunk):
-            if choice.algorithm == "blocked":
-                y = blocked_forward(x, w, b, stride, pads, out_hw, affine=affine, relu=relu, pool=fuse)
-            else:
-                fuse = fuse and poolable(w.shape[3], out_hw)
-                y = lanes_forward(x, w, b, stride, pads, out_hw, affine=affine, relu=relu, pool=fuse)
-    elif choice.algorithm in TILE:
-        affine = scale_shift(*bn, x.dtype)[1:] if bn is not None else None
-        with chunk_size(choice.chunk):
+    affine = scale_shift(*bn, x.dtype)[1:] if bn is not None else None
+    with chunk_size(choice.chunk):
+        if choice.algorithm == "blocked":
+            y = blocked_forward(x, w, b, stride, pads, out_hw, affine=affine, relu=relu, pool=fuse)
+        elif choice.algorithm == "lanes":
+            fuse = fuse and poolable(w.shape[3], out_hw)
+            y = lanes_forward(x, w, b, stride, pads, out_hw, affine=affine, relu=relu, pool=fuse)
+        else:
             y = winograd_forward(x, w, b, pads, out_hw, stride=stride, affine=affine, relu=relu, pool=fuse,
                                  tile=TILE[choice.algorithm])
-    else:
-        y, fuse = _pointwise(forward_with(choice, x, w, b, stride, pads, out_hw), bn, relu), False
     return max_pool(y, *pool) if pool is not None and not fuse else y
 
 

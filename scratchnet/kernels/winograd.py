@@ -88,7 +88,7 @@ def _taps(k: int, stride: int) -> int:
 
 
 @lru_cache(maxsize=None)
-def _transforms(m: int = 2, r: int = R):
+def _transforms(m: int, r: int):
     """``(Aᵀ [m, α], G [α, r], Bᵀ [α, α])`` in float64 for F(m, r), α = m + r - 1.
 
     Aᵀ[i, j] = p_j^i (and row m - 1 picks the ∞ point), G[j, k] = p_j^k / Π_{l≠j}(p_j - p_l)
@@ -437,13 +437,14 @@ def _geometry(x_shape, k, stride, out_hw, pads, dtype, m):
     for stride 2), the tap offsets, the transforms in ``dtype`` and the zero tuples, for
     output tiles of side m and a k × k filter."""
     n, h, w, c = x_shape
-    alpha = m + _taps(k, stride) - 1
+    r = _taps(k, stride)
+    alpha = m + r - 1
     th, tw = -(-out_hw[0] // m), -(-out_hw[1] // m)
     per = chosen_chunk() or max(1, TILES_PER_CHUNK[m] // (th * tw))  # images per GEMM batch
     hp = max(m * th + alpha - m, -(-(h + pads[0][0]) // stride))
     wq = max(tw + (alpha - 1) // m, -(-(w + pads[1][0]) // (stride * m)))
     cs = stride * stride * c
-    at, g, bt = (a.astype(dtype) for a in _transforms(m, _taps(k, stride)))
+    at, g, bt = (a.astype(dtype) for a in _transforms(m, r))
     taps = _tap_offsets(m, alpha, wq, cs, m * wq * cs)
     return n, th, tw, per, (hp, m, wq, cs), taps, at, g, bt, _zeros(m, alpha)
 
