@@ -5,14 +5,15 @@ explicit 16-lane vector registers (``Vec16`` of ``blocked.py``).
 Why. OpenBLAS runs these shapes far below its peak: at M = 10 the forward product reaches
 45 GFLOPS on two threads (1.4 ms, against 0.15 ms for M = 1, where it only streams the
 12.8 MB weight once), because its kernels are built for tall panels of x. Here every
-product keeps the rows of the small side in registers (all 12 in dx and dw, 6 at a time
-in the forward product) and streams the big weight through them:
+product keeps all 12 rows of the small side in registers and streams the big weight
+through them once, front to back:
 
-    forward   y  [M, N] = x @ w:    6 rows × 64 columns of y (24 registers) per block; w is
-              first copied panel by panel (``PANEL`` rows, the worker's columns) into a
-              buffer ordered [column block, k, 64], so the block reads it sequentially
-              from L2 (read straight from w, 64 floats from each 4 KB row, it stalled on
-              memory: 2.5 ms);
+    forward   y  [M, N] = x @ w:    12 rows × 32 columns of y (24 registers) per block, over
+              a strip of ``STRIP`` rows of w, strip after strip; the strips are cut into
+              ``parallel_sum``'s fixed parts of K, each part's partial y added in part order.
+              (It replaced a forward that copied panels of the worker's columns of w into a
+              buffer first: in the training step, where w comes from memory, the copy was
+              one more pass; deep-CNN -5k steps 1-2 % faster, in-process A/B, 2026-12-07);
     dx        dx [M, K] = dy @ wᵀ:  dx[r, i] = Σ_j w[i, j] · dy[r, j] for two rows i of w
               and all 12 rows r at once (24 registers of lane-wise partial sums, then a
               fixed tree over the 16 lanes, ``vsum``): w is read row by row, contiguous;
@@ -20,12 +21,12 @@ in the forward product) and streams the big weight through them:
               k runs down all K rows, each dw[k, j:j+32] = Σ_r x[r, k] · dy[r, j:j+32]
               written once.
 
-Rows past M are zero padding (x and dy copied into 6- or 12-row buffers), columns of w
-are split between the worker threads. Each output element is summed in an order fixed by
-the shape alone (k ascending; r ascending; the lanes by the same tree), so the result does
-not depend on the thread count. Which product runs is chosen per shape (``dense.py``,
-``kernels.tuning``); on the AMD EPYC (Zen 4, two threads, M = 10, medians of 60) dw took
-1.00 ms against OpenBLAS's 1.37-1.58, and the forward product and dx tied with it.
+Rows past M are zero padding (x and dy copied into 12-row buffers). Each output element is
+summed in an order fixed by the shape alone (k ascending within a part, the parts in
+order; r ascending; the lanes by the same tree), so the result does not depend on the
+thread count. Which product runs is chosen per shape (``dense.py``, ``kernels.tuning``);
+on the AMD EPYC (Zen 4, two threads, M = 10, medians of 60) dw took 1.00 ms against
+OpenBLAS's 1.37-1.58, and dx tied with it.
 """
 
 from __future__ import annotations
@@ -33,12 +34,12 @@ from __future__ import annotations
 import numpy as np
 
 from ..cpu import cpuinfo
-from ._runtime import njit, parallel, scratch
+from ._runtime import njit, parallel, parallel_sum
 from .blocked import vfma, vfmav, vload, vstore, vsum, vzero
 
 ROWS = 12          # the most rows (M) these kernels take
 MIN_ROWS = 2       # one row is a matrix-vector product: OpenBLAS streams w at memory speed
-PANEL = 128        # rows of w copied per panel (128 × 512 columns × 4 B = 256 KB per worker)
+STRIP = 16         # rows of w per sweep of the forward product (16 × 4 KB rows for fc1)
 # 24 accumulators of 16 lanes fill 24 of AVX-512's 32 registers; with 16 AVX2 registers
 # they would spill to memory on every multiply-add (``dense.builtin`` asks for AVX-512).
 AVX512 = "avx512f" in cpuinfo().get("flags", "").split()
@@ -46,66 +47,49 @@ AVX512 = "avx512f" in cpuinfo().get("flags", "").split()
 
 def fits(m: int, k: int, n: int, dtype) -> bool:
     """Whether these kernels take M = ``m`` rows against a weight [``k``, ``n``] of ``dtype``."""
-    return np.dtype(dtype) == np.float32 and MIN_ROWS <= m <= ROWS and n % 64 == 0 and k % 2 == 0
+    return np.dtype(dtype) == np.float32 and MIN_ROWS <= m <= ROWS and n % 32 == 0 and k % 2 == 0
 
 
 # --- forward: y = x @ w ---------------------------------------------------------------------
 
 @njit
-def _pack(wf, n, pack, k0, k1, j0, j1):
-    """pack[b, k - k0, 0:64] = w[k, j0 + 64·b : j0 + 64·b + 64] for k0 ≤ k < k1 (w = wf [K, n])."""
-    rows = k1 - k0
-    for k in range(k0, k1):
-        src = k * n + j0
-        for b in range((j1 - j0) // 64):
-            d = (b * rows + k - k0) * 64
-            s = src + 64 * b
-            vstore(pack, d, vload(wf, s)); vstore(pack, d + 16, vload(wf, s + 16))  # noqa: E702
-            vstore(pack, d + 32, vload(wf, s + 32)); vstore(pack, d + 48, vload(wf, s + 48))  # noqa: E702
-
-
-@njit
-def _block6(xt, g, pack, base, k0, k1, y, j):
-    """y[6g + r, j:j+64] += Σ_{k0 ≤ k < k1} xt[k, 6g + r] · pack[base + 64·k : … + 64], r < 6.
-    (Row group g, not its first row, is the argument: given r0 = 6g from the caller, the
-    kernel ran 2-3× slower, its rows' addresses no longer known to LLVM as multiples of 6.)"""
-    r0 = 6 * g
-    y0, y1, y2, y3, y4, y5 = y[r0], y[r0 + 1], y[r0 + 2], y[r0 + 3], y[r0 + 4], y[r0 + 5]
-    a0 = vload(y0, j); b0 = vload(y0, j + 16); c0 = vload(y0, j + 32); d0 = vload(y0, j + 48)  # noqa: E702
-    a1 = vload(y1, j); b1 = vload(y1, j + 16); c1 = vload(y1, j + 32); d1 = vload(y1, j + 48)  # noqa: E702
-    a2 = vload(y2, j); b2 = vload(y2, j + 16); c2 = vload(y2, j + 32); d2 = vload(y2, j + 48)  # noqa: E702
-    a3 = vload(y3, j); b3 = vload(y3, j + 16); c3 = vload(y3, j + 32); d3 = vload(y3, j + 48)  # noqa: E702
-    a4 = vload(y4, j); b4 = vload(y4, j + 16); c4 = vload(y4, j + 32); d4 = vload(y4, j + 48)  # noqa: E702
-    a5 = vload(y5, j); b5 = vload(y5, j + 16); c5 = vload(y5, j + 32); d5 = vload(y5, j + 48)  # noqa: E702
-    for k in range(k0, k1):
-        o = base + k * 64
-        p = vload(pack, o); q = vload(pack, o + 16); u = vload(pack, o + 32); v = vload(pack, o + 48)  # noqa: E702
-        xk = xt[k]
-        s = xk[r0]; a0 = vfma(p, s, a0); b0 = vfma(q, s, b0); c0 = vfma(u, s, c0); d0 = vfma(v, s, d0)  # noqa: E702
-        s = xk[r0 + 1]; a1 = vfma(p, s, a1); b1 = vfma(q, s, b1); c1 = vfma(u, s, c1); d1 = vfma(v, s, d1)  # noqa: E702
-        s = xk[r0 + 2]; a2 = vfma(p, s, a2); b2 = vfma(q, s, b2); c2 = vfma(u, s, c2); d2 = vfma(v, s, d2)  # noqa: E702
-        s = xk[r0 + 3]; a3 = vfma(p, s, a3); b3 = vfma(q, s, b3); c3 = vfma(u, s, c3); d3 = vfma(v, s, d3)  # noqa: E702
-        s = xk[r0 + 4]; a4 = vfma(p, s, a4); b4 = vfma(q, s, b4); c4 = vfma(u, s, c4); d4 = vfma(v, s, d4)  # noqa: E702
-        s = xk[r0 + 5]; a5 = vfma(p, s, a5); b5 = vfma(q, s, b5); c5 = vfma(u, s, c5); d5 = vfma(v, s, d5)  # noqa: E702
-    vstore(y0, j, a0); vstore(y0, j + 16, b0); vstore(y0, j + 32, c0); vstore(y0, j + 48, d0)  # noqa: E702
-    vstore(y1, j, a1); vstore(y1, j + 16, b1); vstore(y1, j + 32, c1); vstore(y1, j + 48, d1)  # noqa: E702
-    vstore(y2, j, a2); vstore(y2, j + 16, b2); vstore(y2, j + 32, c2); vstore(y2, j + 48, d2)  # noqa: E702
-    vstore(y3, j, a3); vstore(y3, j + 16, b3); vstore(y3, j + 32, c3); vstore(y3, j + 48, d3)  # noqa: E702
-    vstore(y4, j, a4); vstore(y4, j + 16, b4); vstore(y4, j + 32, c4); vstore(y4, j + 48, d4)  # noqa: E702
-    vstore(y5, j, a5); vstore(y5, j + 16, b5); vstore(y5, j + 32, c5); vstore(y5, j + 48, d5)  # noqa: E702
-
-
-@njit
-def _forward(xt, wf, n, y, j0, j1, pack, panel):
-    """y[:, j0:j1] = xtᵀ @ w[:, j0:j1] (y zeroed on entry), panel by panel of w's rows."""
-    kdim, groups = xt.shape[0], xt.shape[1] // 6
-    for k0 in range(0, kdim, panel):
-        k1 = min(k0 + panel, kdim)
-        _pack(wf, n, pack, k0, k1, j0, j1)
-        for b in range((j1 - j0) // 64):
-            base = (b * (k1 - k0) - k0) * 64
-            for g in range(groups):
-                _block6(xt, g, pack, base, k0, k1, y, j0 + 64 * b)
+def _forward_rows(xt, wf, n, y, k0, k1, strip):
+    """y[r, :] += Σ_{k0 ≤ k < k1} xt[k, r] · w[k, :] for all 12 r (w = wf [K, n]): ``strip``
+    rows of w at a time, each strip swept in blocks of 32 columns with 12 × 32 of y held in
+    24 registers, so w is read once, front to back, and nothing is copied."""
+    y0, y1, y2, y3, y4, y5 = y[0], y[1], y[2], y[3], y[4], y[5]
+    y6, y7, y8, y9, y10, y11 = y[6], y[7], y[8], y[9], y[10], y[11]
+    for ka in range(k0, k1, strip):
+        kz = min(ka + strip, k1)
+        for j in range(0, n, 32):
+            a0 = vload(y0, j); b0 = vload(y0, j + 16); a1 = vload(y1, j); b1 = vload(y1, j + 16)  # noqa: E702
+            a2 = vload(y2, j); b2 = vload(y2, j + 16); a3 = vload(y3, j); b3 = vload(y3, j + 16)  # noqa: E702
+            a4 = vload(y4, j); b4 = vload(y4, j + 16); a5 = vload(y5, j); b5 = vload(y5, j + 16)  # noqa: E702
+            a6 = vload(y6, j); b6 = vload(y6, j + 16); a7 = vload(y7, j); b7 = vload(y7, j + 16)  # noqa: E702
+            a8 = vload(y8, j); b8 = vload(y8, j + 16); a9 = vload(y9, j); b9 = vload(y9, j + 16)  # noqa: E702
+            a10 = vload(y10, j); b10 = vload(y10, j + 16); a11 = vload(y11, j); b11 = vload(y11, j + 16)  # noqa: E702
+            for k in range(ka, kz):
+                o = k * n + j
+                p = vload(wf, o); q = vload(wf, o + 16)  # noqa: E702
+                xk = xt[k]
+                s = xk[0]; a0 = vfma(p, s, a0); b0 = vfma(q, s, b0)  # noqa: E702
+                s = xk[1]; a1 = vfma(p, s, a1); b1 = vfma(q, s, b1)  # noqa: E702
+                s = xk[2]; a2 = vfma(p, s, a2); b2 = vfma(q, s, b2)  # noqa: E702
+                s = xk[3]; a3 = vfma(p, s, a3); b3 = vfma(q, s, b3)  # noqa: E702
+                s = xk[4]; a4 = vfma(p, s, a4); b4 = vfma(q, s, b4)  # noqa: E702
+                s = xk[5]; a5 = vfma(p, s, a5); b5 = vfma(q, s, b5)  # noqa: E702
+                s = xk[6]; a6 = vfma(p, s, a6); b6 = vfma(q, s, b6)  # noqa: E702
+                s = xk[7]; a7 = vfma(p, s, a7); b7 = vfma(q, s, b7)  # noqa: E702
+                s = xk[8]; a8 = vfma(p, s, a8); b8 = vfma(q, s, b8)  # noqa: E702
+                s = xk[9]; a9 = vfma(p, s, a9); b9 = vfma(q, s, b9)  # noqa: E702
+                s = xk[10]; a10 = vfma(p, s, a10); b10 = vfma(q, s, b10)  # noqa: E702
+                s = xk[11]; a11 = vfma(p, s, a11); b11 = vfma(q, s, b11)  # noqa: E702
+            vstore(y0, j, a0); vstore(y0, j + 16, b0); vstore(y1, j, a1); vstore(y1, j + 16, b1)  # noqa: E702
+            vstore(y2, j, a2); vstore(y2, j + 16, b2); vstore(y3, j, a3); vstore(y3, j + 16, b3)  # noqa: E702
+            vstore(y4, j, a4); vstore(y4, j + 16, b4); vstore(y5, j, a5); vstore(y5, j + 16, b5)  # noqa: E702
+            vstore(y6, j, a6); vstore(y6, j + 16, b6); vstore(y7, j, a7); vstore(y7, j + 16, b7)  # noqa: E702
+            vstore(y8, j, a8); vstore(y8, j + 16, b8); vstore(y9, j, a9); vstore(y9, j + 16, b9)  # noqa: E702
+            vstore(y10, j, a10); vstore(y10, j + 16, b10); vstore(y11, j, a11); vstore(y11, j + 16, b11)  # noqa: E702
 
 
 def _transposed(x: np.ndarray, rows: int) -> np.ndarray:
@@ -116,19 +100,17 @@ def _transposed(x: np.ndarray, rows: int) -> np.ndarray:
 
 
 def forward(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """y [M, N] = x [M, K] @ w [K, N] (``fits``; w C-contiguous)."""
-    m, n = x.shape[0], w.shape[1]
-    rows = -(-m // 6) * 6
-    xt = _transposed(x, rows)
-    y = np.zeros((rows, n), np.float32)
-    wf = w.reshape(-1)
+    """y [M, N] = x [M, K] @ w [K, N] (``fits``; w C-contiguous): the partial products of
+    ``parallel_sum``'s fixed parts of K (whole strips), added in part order."""
+    k, n = w.shape
+    xt, wf = _transposed(x, ROWS), w.reshape(-1)
 
-    def part(a, b):  # column blocks a..b-1 of 64
-        pack = scratch("skinny_pack", (PANEL * (b - a) * 64,), np.float32)
-        _forward(xt, wf, n, y, 64 * a, 64 * b, pack, PANEL)
+    def part(a, b):  # strips a..b-1
+        y = np.zeros((ROWS, n), np.float32)
+        _forward_rows(xt, wf, n, y, a * STRIP, min(b * STRIP, k), STRIP)
+        return y
 
-    parallel(part, n // 64)
-    return y[:m]
+    return parallel_sum(part, -(-k // STRIP))[:x.shape[0]]
 
 
 # --- the input gradient: dx = dy @ wᵀ -------------------------------------------------------
