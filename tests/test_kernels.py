@@ -143,7 +143,13 @@ POOL_CASES = [  # shape, ksize, stride, padding
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
 @pytest.mark.parametrize("values", ["normal", "ties", "negative"])
 @pytest.mark.parametrize("case", POOL_CASES, ids=lambda c: f"{c[0]}k{c[1]}s{c[2]}{c[3]}")
-def test_max_pool(case, values, dtype):
+@pytest.mark.parametrize("split", [False, True], ids=["one-worker", "split"])
+def test_max_pool(case, values, dtype, split, monkeypatch):
+    """Forward, argmax and backward equal to the reference, on one worker (these sizes) and
+    split over the workers by images (``_MIN_PER_THREAD`` lowered)."""
+    from scratchnet.kernels import pool
+    if split:
+        monkeypatch.setattr(pool, "_MIN_PER_THREAD", 1)
     shape, ksize, stride, padding = case
     rng = np.random.default_rng(2)
     if values == "ties":  # small integers and ReLU'd zeros: most windows have tied maxima
@@ -187,25 +193,21 @@ def test_dense(shape, dtype):
 @pytest.mark.parametrize("m", [1, 2, 5, 6, 7, 10, 12])
 def test_skinny_products(m, monkeypatch):
     """The register-blocked skinny products (``kernels.skinny``, float32) against float64
-    products, with every scratch buffer full of NaN first (the packed panels must be
-    written before they are read); and bit for bit the same when one thread does all the
-    parts (each output is summed in an order fixed by the shape)."""
+    products, the forward product over several strips of w and a ragged last one; and bit
+    for bit the same when one thread does all the parts (each output is summed in an order
+    fixed by the shape)."""
     from scratchnet.kernels import _runtime, skinny
 
-    def stale(slot, shape, dtype):
-        buf = _runtime.scratch(slot, shape, dtype)
-        buf[...] = np.nan
-        return buf
-
-    monkeypatch.setattr(skinny, "scratch", stale)
-    monkeypatch.setattr(skinny, "PANEL", 40)  # several panels and a ragged last one (K = 258)
+    monkeypatch.setattr(skinny, "STRIP", 40)  # K = 258: six strips of 40 rows and one of 18
     rng = np.random.default_rng(m)
     x, w, dy = (rand(rng, s, np.float32) for s in ((m, 258), (258, 192), (m, 192)))
     x64, w64, dy64 = (a.astype(np.float64) for a in (x, w, dy))
     got = skinny.forward(x, w), skinny.input_grad(dy, w), skinny.weight_grad(x, dy)
     for name, g, want in zip(("y", "dx", "dw"), got, (x64 @ w64, dy64 @ w64.T, x64.T @ dy64)):
         close(g, want.astype(np.float32), np.float32, name)
-    monkeypatch.setattr(skinny, "parallel", lambda fn, n, min_per_thread=1: [fn(0, n)])
+    one_thread = lambda fn, n, min_per_thread=1: [fn(0, n)]  # noqa: E731
+    monkeypatch.setattr(skinny, "parallel", one_thread)
+    monkeypatch.setattr(_runtime, "parallel", one_thread)  # parallel_sum's workers
     for name, g, again in zip(("y", "dx", "dw"), got,
                               (skinny.forward(x, w), skinny.input_grad(dy, w), skinny.weight_grad(x, dy))):
         np.testing.assert_array_equal(again, g, err_msg=name)
@@ -217,6 +219,7 @@ def test_skinny_products_take_2_to_12_rows_of_float32():
     assert skinny.fits(12, 2, 64, "float32")
     assert not skinny.fits(1, 3136, 1024, np.float32) and not skinny.fits(13, 3136, 1024, np.float32)
     assert not skinny.fits(10, 3136, 1024, np.float64) and not skinny.fits(10, 3136, 1000, np.float32)
+    assert skinny.fits(10, 3136, 1056, np.float32)  # columns in blocks of 32
     assert not skinny.fits(10, 3135, 1024, np.float32)  # dx takes the rows of w two at a time
 
 

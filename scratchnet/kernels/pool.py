@@ -19,6 +19,18 @@ import numpy as np
 from ..ops.conv import spatial_geometry
 from ._runtime import njit, parallel
 
+# Input elements a worker must get before the pass is split: waking the second worker costs
+# more than a small pool saves (deep-CNN at batch 10, pool2's backward over 125 K elements:
+# 0.055 ms on one thread, 0.24-0.38 ms split, in the step right after fc1's products).
+_MIN_PER_THREAD = 1 << 19
+
+
+def _split(fn, x_shape):
+    """``parallel(fn, N)`` over the images of an input of ``x_shape``, whole images per worker,
+    each worker given at least ``_MIN_PER_THREAD`` input elements."""
+    per_image = int(np.prod(x_shape[1:]))
+    parallel(fn, x_shape[0], -(-_MIN_PER_THREAD // max(1, per_image)))
+
 
 @njit
 def _pool_forward(x, y, arg, n0, n1, kh, kw, sh, sw, pt, pl, record=True):
@@ -109,7 +121,7 @@ def _pool(x, ksize, stride, padding, record):
     shape = (n, ho, wo, c) if record else (1, 1, 1, 1)
     arg = np.empty(shape, np.uint8 if kh * kw <= 256 else np.int32)
     pt, pl = pads[0][0], pads[1][0]
-    parallel(lambda a, b: _pool_forward(x, y, arg, a, b, kh, kw, sh, sw, pt, pl, record), n)
+    _split(lambda a, b: _pool_forward(x, y, arg, a, b, kh, kw, sh, sw, pt, pl, record), x.shape)
     return y, (x.shape, (kh, kw), (sh, sw), (pt, pl), arg)
 
 
@@ -130,8 +142,8 @@ def max_pool_backward(dy, cache):
     if (sh, sw) == (kh, kw) and (pt, pl) == (0, 0) and dy.shape[1] * kh == x_shape[1] \
             and dy.shape[2] * kw == x_shape[2]:
         dx = np.empty(x_shape, dy.dtype)
-        parallel(lambda a, b: _pool_backward_tiled(dy, arg, dx, a, b, kh, kw), x_shape[0])
+        _split(lambda a, b: _pool_backward_tiled(dy, arg, dx, a, b, kh, kw), x_shape)
         return dx
     dx = np.zeros(x_shape, dy.dtype)
-    parallel(lambda a, b: _pool_backward(dy, arg, dx, a, b, kw, sh, sw, pt, pl), x_shape[0])
+    _split(lambda a, b: _pool_backward(dy, arg, dx, a, b, kw, sh, sw, pt, pl), x_shape)
     return dx
