@@ -112,7 +112,7 @@ def conv_algorithm(name: str):
 #        register-blocked direct convolution, ``blocked.py``; only where measured fastest),
 #        lanes (float32, F ≥ 8: channels in the lanes, ``lanes.py``; the same)
 #   dx   col2im (dcol = dY @ W2ᵀ, scatter), flipped (dX as a convolution of dY; -t: yᵀ), winograd,
-#        lanes (float32, C ≥ 8: C in the lanes, each stride phase's taps only)
+#        lanes (float32, C ≥ 4: C in the lanes, each stride phase's taps only)
 #   dw   im2col, wide, winograd, blocked (float32: 4 taps × 4 channels in registers, reduced over pixels),
 #        lanes (float32: 4-12 input channels × 1-3 output-channel vectors, the same)
 #   bwd  winograd (dx and dw in one pass, sharing dY's transform) or split (dx and dw apart)

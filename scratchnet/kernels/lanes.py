@@ -1,5 +1,5 @@
 """A direct convolution with the output channels in the vector lanes (float32): the
-forward for F ≥ 8, the input gradient for C ≥ 8 (C takes the lanes), and the filter
+forward for F ≥ 8, the input gradient for C ≥ 4 (C takes the lanes), and the filter
 gradient for F ≥ 8 where C is a multiple of 4, 6, 8 or 12. R output pixels of one row ×
 FV 16-channel vectors are held in R·FV registers for the whole reduction over the taps,
 in NHWC throughout.
@@ -272,13 +272,16 @@ def _convolve_block(block, xq, wf, bias, mul, add, affine, relu, pool, y, n0, co
 
 def applies(pass_: str, c: int, f: int, dtype) -> bool:
     """Whether the kernel of ``pass_`` ("fwd", "dx", "dw") takes a layer of C → F channels:
-    float32, at least 8 channels in the lanes (F forward, C input gradient; a block's last
-    vector holds what is left: F = 12 uses three quarters of its 16 lanes, F = 24 of its
-    32), and for the filter gradient F ≥ 8 and a register block (``filter_block``)."""
+    float32, at least 8 channels in the lanes for the forward (F; a block's last vector
+    holds what is left: F = 12 uses three quarters of its 16 lanes, F = 24 of its 32) and
+    4 for the input gradient (C: its only other candidate for narrow C with stride 2 is the
+    scatter, which it still beat with a quarter of the lanes, conv3-small's conv2, C = 4:
+    0.92 against 0.97 ms; conv3's, C = 6: 1.20 against 1.34), and for the filter gradient
+    F ≥ 8 and a register block (``filter_block``)."""
     if np.dtype(dtype) != np.float32:
         return False
     if pass_ == "dx":
-        return c >= 8
+        return c >= 4
     return f >= 8 and (pass_ == "fwd" or filter_block(c, f) is not None)
 
 
