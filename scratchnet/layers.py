@@ -77,15 +77,24 @@ class Layer:
         """Fill ``grads`` and return dL/dx; with ``input_grad=False`` (the first layer of a
         training step: nothing consumes dL/dx) return None and skip computing it where
         the layer can (``_param_grads``)."""
-        if self._cache is None:
-            raise RuntimeError(f"{self.name}: backward() called before forward() (infer() keeps no cache)")
+        self._check_cache()
         if input_grad:
             dx, grads = self._backward(dy, self._cache)
         else:
             dx, grads = None, self._param_grads(dy, self._cache)
-        for k, g in grads.items():
-            self.grads[k] = g
+        self.grads.update(grads)
         return dx
+
+    def backward_fused(self, dy: np.ndarray, preceding: "Layer | None", input_grad: bool = True):
+        """``(dx, k)``: ``backward`` run through this layer and the k - 1 layers before it
+        that it takes into its own op (``Sequential.backward`` then skips them);
+        ``preceding`` is the layer right before it (None: none, or its dx is not needed).
+        Here k = 1: this layer alone."""
+        return self.backward(dy, input_grad), 1
+
+    def _check_cache(self) -> None:
+        if self._cache is None:
+            raise RuntimeError(f"{self.name}: backward() called before forward() (infer() keeps no cache)")
 
     def _param_grads(self, dy, cache) -> dict:
         """The parameter gradients alone (default: the full backward, dx dropped)."""
@@ -242,6 +251,18 @@ class Conv2D(_Biased):
         y, self._cache = self.op("conv2d_forward_relu")(x, self.params["w"], self._bias(), self.stride, self.padding)
         relu._cache = y
         return y, 2
+
+    def backward_fused(self, dy, preceding, input_grad=True):
+        """A ReLU right before (on this layer's backend, its dx wanted) runs inside the
+        convolution's backward (``conv2d_backward_relu``), which can apply it as it writes
+        dx: the convolution's dx before the ReLU's mask is never written."""
+        if not input_grad or type(preceding) is not ReLU or preceding.backend != self.backend:
+            return super().backward_fused(dy, preceding, input_grad)
+        self._check_cache()
+        preceding._check_cache()
+        dx, dw, db = self.op("conv2d_backward_relu")(dy, self._cache, preceding._cache)
+        self.grads.update(self._grads(dw, db))
+        return dx, 2
 
     def _op_args(self):
         return self.params["w"], self._bias(), self.stride, self.padding

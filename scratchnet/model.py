@@ -72,14 +72,19 @@ class Sequential:
         ``input_grad=False`` (a training step, which only needs the parameter gradients):
         stop at the first layer that has parameters, without computing its input gradient
         (for a first convolution that is a third of its backward pass), and return None.
+        A convolution takes the ReLU before it into its own op (``Layer.backward_fused``),
+        with the same values.
         """
         first = -1  # every layer, every input gradient
         if not input_grad:
             first = next((k for k, l in enumerate(self.layers) if l.params), len(self.layers))
-        for k in reversed(range(len(self.layers))):
+        k = len(self.layers) - 1
+        while k >= 0:
             if k < first:
                 return None
-            dy = self.layers[k].backward(dy, input_grad=k > first)
+            preceding = self.layers[k - 1] if k > max(first, 0) else None
+            dy, ran = self.layers[k].backward_fused(dy, preceding, input_grad=k > first)
+            k -= ran
         return dy
 
     @property

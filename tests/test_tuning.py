@@ -454,3 +454,39 @@ def test_the_fused_inference_op_equals_its_ops_one_by_one(empty_store, monkeypat
     for name, got, want in zip(("dx", "dw", "db"), fast.conv2d_backward(dy, cache),
                                fast.conv2d_backward(dy, fast.conv2d_forward(x, w, b, stride, padding)[1])):
         np.testing.assert_array_equal(got, want, err_msg=f"conv2d_forward_relu's cache: {name}")
+
+
+@pytest.mark.parametrize("case", [c for c in FUSED_CASES if c[3] > 1] + [(2, 13, 11, 5, 3, 3, 8, 2, "VALID")],
+                         ids=lambda c: f"{c[1]}x{c[2]}x{c[3]}-{c[4]}x{c[5]}to{c[6]}-s{c[7]}")
+def test_the_fused_backward_op_equals_its_ops_one_by_one(empty_store, monkeypatch, case):
+    """``conv2d_backward_relu`` (a convolution's backward and the ReLU's before it) gives
+    ``conv2d_backward`` then ``relu_backward`` bit for bit, with every input-gradient
+    algorithm: the lanes one applies the ReLU as it stores dx (a masked load of the gate
+    where C is not a whole number of vectors: 5, 12, 24 channels), the others in place on
+    dx; Winograd's one pass for dx and dw likewise. The gate has zeros, negatives (a
+    ReLU's input as its cache) and a NaN, which passes no gradient."""
+    from scratchnet.kernels import _runtime, lanes
+
+    def stale(slot, shape, dtype):
+        buf = _runtime.scratch(slot, shape, dtype)
+        buf[...] = np.nan
+        return buf
+
+    monkeypatch.setattr(lanes, "scratch", stale)
+    key, (x, w, b, dy, cache), _ = setup(case, np.float32)
+    gate = np.where(x > 0.5, 0, x).astype(np.float32)
+    gate.reshape(-1)[7] = np.nan
+    first = {c.algorithm: c for c in reversed(candidates("dx", key))}  # one chunk size each, and lanes by one image
+    dx_choices = [*first.values(), *([Choice("lanes", 1)] if "lanes" in first else [])]
+    assert ("lanes" in first) is lanes_apply("dx", case[3], case[6], np.float32)
+    algorithms = [("split", str(c)) for c in dx_choices]
+    algorithms += [(str(c), None) for c in candidates("bwd", key) if c.algorithm != "split"][:1]
+    for bwd, dx in algorithms:
+        fake_entry(empty_store, "bwd", key, bwd)
+        if dx:
+            fake_entry(empty_store, "dx", key, dx)
+        want = fast.conv2d_backward(dy, cache)
+        got = fast.conv2d_backward_relu(dy, cache, gate)
+        np.testing.assert_array_equal(got[0], fast.relu_backward(want[0], gate), err_msg=f"{bwd} {dx}: dx")
+        for name, g, r in zip(("dw", "db"), got[1:], want[1:]):
+            np.testing.assert_array_equal(g, r, err_msg=f"{bwd} {dx}: {name}")

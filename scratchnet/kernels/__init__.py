@@ -20,7 +20,9 @@ conv2d_*                  chunked NHWC im2col (Numba, contiguous runs) + one-thr
                           the BatchNorm, ReLU and max-pool after the layer; the blocked and
                           lanes forwards apply them as they write y, Winograd takes the ReLU and
                           pool into its output transform, the others one sweep after it;
-                          ``conv2d_forward_relu`` the training forward with its ReLU, the same way
+                          ``conv2d_forward_relu`` the training forward with its ReLU, the same way;
+                          ``conv2d_backward_relu`` the backward with the ReLU before it (the
+                          lanes input gradient applies it as it stores dx, the others in place)
 max_pool_*                one Numba pass writing max and uint8 argmax; backward writes dx once
                           when the windows tile the input, else scatters through the argmax;
                           ``max_pool`` (inference) the same pass without the argmax
@@ -56,7 +58,7 @@ from .activations import relu, relu_backward, relu_forward  # noqa: F401
 from .batchnorm import batchnorm, batchnorm_backward, batchnorm_forward, moments  # noqa: F401
 from .conv import conv2d_backward, conv2d_backward_params, conv2d_forward, conv_algorithm  # noqa: F401
 from .dense import dense_backward, dense_backward_params, dense_forward  # noqa: F401
-from .fused import conv2d_forward_relu, conv2d_infer, dense_infer  # noqa: F401
+from .fused import conv2d_backward_relu, conv2d_forward_relu, conv2d_infer, dense_infer  # noqa: F401
 from .losses import softmax_cross_entropy  # noqa: F401
 from .lstm import lstm_backward, lstm_forward, lstm_infer  # noqa: F401
 from .pool import max_pool, max_pool_backward, max_pool_forward  # noqa: F401
@@ -65,4 +67,4 @@ FAST = ("conv2d_forward", "conv2d_backward", "conv2d_backward_params", "dense_ba
         "dense_forward", "dense_backward", "lstm_forward", "lstm_backward",
         "relu_forward", "relu_backward", "softmax_cross_entropy",
         "moments", "batchnorm_forward", "batchnorm_backward", "relu", "batchnorm", "max_pool", "lstm_infer", "conv2d_infer", "dense_infer",
-        "conv2d_forward_relu")
+        "conv2d_forward_relu", "conv2d_backward_relu")

@@ -63,9 +63,19 @@ def relu(x, out=None):
 
 def relu_backward(dy, x):
     """dx = dy · [x > 0]."""
-    if not (dy.flags.c_contiguous and x.flags.c_contiguous) or dy.shape != x.shape:
-        return np.where(x > 0, dy, 0).astype(dy.dtype, copy=False)
-    dx = np.empty_like(dy)
+    return relu_backward_into(dy, x, None)
+
+
+def relu_backward_into(dy, x, out):
+    """``relu_backward`` into ``out`` if not None (which may be dy itself: one stream fewer)."""
+    if not (dy.flags.c_contiguous and x.flags.c_contiguous) or dy.shape != x.shape \
+            or (out is not None and not out.flags.c_contiguous):
+        dx = np.where(x > 0, dy, 0).astype(dy.dtype, copy=False)
+        if out is None:
+            return dx
+        out[...] = dx
+        return out
+    dx = np.empty_like(dy) if out is None else out
     d, xf, o = dy.reshape(-1), x.reshape(-1), dx.reshape(-1)
     parallel(lambda a, b: _relu_grad(d, xf, o, a, b), d.size, _MIN_PER_THREAD)
     return dx

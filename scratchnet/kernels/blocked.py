@@ -88,14 +88,28 @@ def masked_store(builder, value, address, count):
     """Emit ``address[:count] = value[:count]`` for an i64 ``count`` in 0..16
     (``llvm.masked.store``: the other lanes are not written)."""
     i32 = ir.IntType(32)
+    store = cgutils.get_or_insert_function(builder.module, ir.FunctionType(
+        ir.VoidType(), [_VT, _VT.as_pointer(), i32, ir.VectorType(ir.IntType(1), LANES)]), "llvm.masked.store.v16f32.p0")
+    builder.call(store, [value, address, ir.Constant(i32, 4), _first_lanes(builder, count)])
+
+
+def _first_lanes(builder, count):
+    """The <16 x i1> mask of lanes below the i64 ``count``."""
+    i32 = ir.IntType(32)
     lanes = ir.VectorType(i32, LANES)
     undef = ir.Constant(lanes, ir.Undefined)
     n = builder.shuffle_vector(builder.insert_element(undef, builder.trunc(count, i32), ir.Constant(i32, 0)), undef,
                                ir.Constant(lanes, [0] * LANES))
-    mask = builder.icmp_unsigned("<", ir.Constant(lanes, list(range(LANES))), n)
-    store = cgutils.get_or_insert_function(builder.module, ir.FunctionType(
-        ir.VoidType(), [_VT, _VT.as_pointer(), i32, ir.VectorType(ir.IntType(1), LANES)]), "llvm.masked.store.v16f32.p0")
-    builder.call(store, [value, address, ir.Constant(i32, 4), mask])
+    return builder.icmp_unsigned("<", ir.Constant(lanes, list(range(LANES))), n)
+
+
+def masked_load(builder, address, count):
+    """Emit ``address[:count]`` for an i64 ``count`` in 0..16, the other lanes 0
+    (``llvm.masked.load``: nothing past them is read)."""
+    i32 = ir.IntType(32)
+    load = cgutils.get_or_insert_function(builder.module, ir.FunctionType(
+        _VT, [_VT.as_pointer(), i32, ir.VectorType(ir.IntType(1), LANES), _VT]), "llvm.masked.load.v16f32.p0")
+    return builder.call(load, [address, ir.Constant(i32, 4), _first_lanes(builder, count), ir.Constant(_VT, None)])
 
 
 @intrinsic

@@ -68,6 +68,7 @@ from numba import uint64 as U
 from ..ops.conv import spatial_geometry
 from . import tuning
 from ._runtime import blas_single, chosen_chunk, chunk_size, njit, parallel, parallel_sum, scratch
+from .activations import relu_backward_into
 from .blocked import blocked_filter_grad, blocked_forward
 from .lanes import lanes_filter_grad, lanes_forward, lanes_input_grad
 from .tuning import Choice, conv_key
@@ -582,8 +583,24 @@ def conv2d_backward_input(dy, cache):
     return input_grad_with(choose("dx", _cache_key(cache)), np.ascontiguousarray(dy), cache)
 
 
-def input_grad_with(choice: Choice, dy, cache):
-    """dx by the algorithm and chunk size of ``choice``; dy C-contiguous."""
+def input_grad_with(choice: Choice, dy, cache, gate=None):
+    """dx by the algorithm and chunk size of ``choice``; dy C-contiguous. ``gate``: the
+    cache of a ReLU before the layer (x's shape), whose backward is then applied too,
+    dx · [gate > 0]: by the lanes kernel as it stores dx, else in place on dx after."""
+    if choice.algorithm == "lanes" and gate is not None and gate.flags.c_contiguous and gate.dtype == np.float32:
+        x, w, stride, _, pads = cache
+        with chunk_size(choice.chunk):
+            return lanes_input_grad(dy, w, x.shape, stride, pads, gate=gate)
+    return _gated(_input_grad(choice, dy, cache), gate)
+
+
+def _gated(dx, gate):
+    """dx · [gate > 0] in place (a ReLU's backward on the fresh dx), or dx if gate is None."""
+    return dx if gate is None else relu_backward_into(dx, gate, dx)
+
+
+def _input_grad(choice: Choice, dy, cache):
+    """dx by ``choice`` (``input_grad_with`` without a gate)."""
     x, w, stride, out_hw, pads = cache
     kh, kw, c, f = w.shape
     (pt, _), (pl, _) = pads
@@ -602,14 +619,17 @@ def input_grad_with(choice: Choice, dy, cache):
         return _input_grad_scatter(dy.reshape(-1, f), w2, x.shape, kh, kw, stride, pt, pl, out_hw)
 
 
-def backward_with(choice: Choice, dy, cache, dx_choice: Choice | None = None, dw_choice: Choice | None = None):
-    """(dx, dw): in one Winograd pass (``choice`` "winograd" or "winograd4") or as two ("split")."""
+def backward_with(choice: Choice, dy, cache, dx_choice: Choice | None = None, dw_choice: Choice | None = None,
+                  gate=None):
+    """(dx, dw): in one Winograd pass (``choice`` "winograd" or "winograd4") or as two
+    ("split"); ``gate`` as in ``input_grad_with``."""
     if choice.algorithm in TILE:  # dx and dw share the transform of dy
         x, w, stride, out_hw, pads = cache
         with chunk_size(choice.chunk):
-            return winograd_backward(x, w, dy, pads, out_hw, stride=stride, tile=TILE[choice.algorithm])
+            dx, dw = winograd_backward(x, w, dy, pads, out_hw, stride=stride, tile=TILE[choice.algorithm])
+        return _gated(dx, gate), dw
     key = _cache_key(cache)
-    return (input_grad_with(dx_choice or choose("dx", key), dy, cache),
+    return (input_grad_with(dx_choice or choose("dx", key), dy, cache, gate),
             filter_grad_with(dw_choice or choose("dw", key), dy, cache))
 
 
@@ -633,6 +653,11 @@ def conv2d_backward_params(dy, cache):
 
 def conv2d_backward(dy, cache):
     """Return ``dx [N, H, W, C], dw [KH, KW, C, F], db [F]``."""
+    return gated_backward(dy, cache, None)
+
+
+def gated_backward(dy, cache, gate):
+    """``conv2d_backward`` with ``gate`` as in ``input_grad_with`` (``fused.conv2d_backward_relu``)."""
     dy = np.ascontiguousarray(dy)
     db = _bias_grad(dy)
-    return (*backward_with(choose("bwd", _cache_key(cache)), dy, cache), db)
+    return (*backward_with(choose("bwd", _cache_key(cache)), dy, cache, gate=gate), db)

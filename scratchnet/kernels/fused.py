@@ -1,8 +1,10 @@
 """``ops.fused`` fast: a layer's inference op that also applies the batch normalisation,
 ReLU and max-pool after it (``Layer.infer_fused``), and a convolution's training forward
 with the ReLU after it (``Layer.forward_fused``), in the write of its output where the
-algorithm allows, else in place right after it, in one sweep. Same values bit for bit as
-the layers one by one: the same roundings in the same order (``tests/test_infer.py``).
+algorithm allows, else in place right after it, in one sweep; and a convolution's
+backward with the ReLU before it (``Layer.backward_fused``), the same way for dx. Same
+values bit for bit as the layers one by one: the same roundings in the same order
+(``tests/test_infer.py``).
 
 * The register-blocked convolution (``blocked.py``) applies all of them as it transposes
   its channel-planar result into NHWC (``blocked_forward``): y never exists unnormalised,
@@ -23,7 +25,7 @@ from ._runtime import chunk_size
 from .activations import relu as relu_op
 from .batchnorm import _normalize, scale_shift
 from .blocked import blocked_forward
-from .conv import forward_plan, forward_with
+from .conv import forward_plan, forward_with, gated_backward
 from .dense import dense_forward
 from .lanes import lanes_forward, poolable
 from .pool import max_pool
@@ -61,6 +63,14 @@ def conv2d_forward_relu(x, w, b, stride: int = 1, padding: str = "SAME"):
     plan = forward_plan(x, w, stride, padding)
     x, _, pads, out_hw = plan
     return _fused(plan, w, b, stride, None, True, None), (x, w, stride, out_hw, pads)
+
+
+def conv2d_backward_relu(dy, cache, relu_cache):
+    """``ops.fused.conv2d_backward_relu``: the ReLU's backward applied as the lanes input
+    gradient stores dx, else in place on dx right after (``conv.input_grad_with``): for
+    conv-nobn's conv2, whose dx is relu1's dy (7.5 MB), one pass and one array fewer than
+    the two layers' ops."""
+    return gated_backward(dy, cache, relu_cache)
 
 
 def _fused(plan, w, b, stride, bn, relu, pool):

@@ -38,7 +38,7 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 from ._runtime import chosen_chunk, njit, parallel, parallel_sum, scratch
-from .blocked import LANES, _VT, _address, epilogue_vectors, masked_store, vec16
+from .blocked import LANES, _VT, _address, epilogue_vectors, masked_load, masked_store, vec16
 
 _FMA = ir.FunctionType(_VT, [_VT] * 3)
 
@@ -112,16 +112,19 @@ def _pool_block(typingctx, acc, prev, fv):
 
 
 @intrinsic
-def _store_block(typingctx, yf, base, stride, channels, acc, bias, mul, add, f0, count, affine, relu, fv):
+def _store_block(typingctx, yf, base, stride, channels, acc, bias, mul, add, f0, count, affine, relu, gate, fv):
     """For r < count: yf[base + r·stride + 16v : +16] = acc[r·FV + v] + bias[f0 + 16v : +16],
     then ·mul + add (same slices) if ``affine``, then 0 where <= 0 if ``relu`` (-0.0 -> +0.0,
-    NaN stays NaN, like ``activations._relu``). Only the channels below ``channels`` are
-    stored: a vector that reaches past F stores its lanes below it (``masked_store``;
-    bias, mul and add are padded to whole vectors)."""
+    NaN stays NaN, like ``activations._relu``), then, if ``gate`` is an array (not None),
+    0 where not gate[same index] > 0 (a ReLU's backward, ``activations._relu_grad``). Only
+    the channels below ``channels`` are stored: a vector that reaches past F stores its
+    lanes below it (``masked_store``; bias, mul and add are padded to whole vectors, and
+    gate is read there by a masked load)."""
     if not isinstance(fv, types.IntegerLiteral):
         return None
     nv = fv.literal_value
     nr = acc.count // nv
+    gated = not isinstance(gate, types.NoneType)
 
     def codegen(context, builder, sig, args):
         base_, stride_, channels_, f0_, count_ = _i64(context, builder, sig, args, 1, 2, 3, 8, 9)
@@ -141,16 +144,23 @@ def _store_block(typingctx, yf, base, stride, channels, acc, bias, mul, add, f0,
                     y = builder.fadd(builder.extract_value(block, r * nv + v), bs[v])
                     y = builder.select(affine_, builder.fadd(builder.fmul(y, ms[v]), ads[v]), y)
                     y = builder.select(relu_, builder.select(builder.fcmp_ordered("<=", y, zero), zero, y), y)
-                    at = _address(context, builder, sig.args[0], args[0], builder.add(row, ir.Constant(i64, LANES * v)))
+                    index = builder.add(row, ir.Constant(i64, LANES * v))
+                    at = _address(context, builder, sig.args[0], args[0], index)
                     valid = builder.sub(channels_, builder.add(f0_, ir.Constant(i64, LANES * v)))  # channels left
+
+                    def gated_(value, load):
+                        if not gated:
+                            return value
+                        g = load(_address(context, builder, sig.args[12], args[12], index))
+                        return builder.select(builder.fcmp_ordered(">", g, zero), value, zero)
                     with builder.if_else(builder.icmp_signed(">=", valid, ir.Constant(i64, LANES))) as (whole, part):
                         with whole:
-                            builder.store(y, at, align=4)
+                            builder.store(gated_(y, lambda p: builder.load(p, align=4)), at, align=4)
                         with part:
                             with builder.if_then(builder.icmp_signed(">", valid, ir.Constant(i64, 0))):
-                                masked_store(builder, y, at, valid)
+                                masked_store(builder, gated_(y, lambda p: masked_load(builder, p, valid)), at, valid)
         return context.get_dummy_value()
-    return types.none(yf, base, stride, channels, acc, bias, mul, add, f0, count, affine, relu, fv), codegen
+    return types.none(yf, base, stride, channels, acc, bias, mul, add, f0, count, affine, relu, gate, fv), codegen
 
 
 def _block_address(context, builder, sig, args, r, v):
@@ -241,11 +251,11 @@ def _convolve(xq, wf, bias, mul, add, affine, relu, pool, y, n0, count, kh, kw, 
                         top = _pool_block(_row_block(xf, wf, m, 2 * i, j0, f0, geometry, fv, nacc), None, fv)
                         out = _pool_block(_row_block(xf, wf, m, 2 * i + 1, j0, f0, geometry, fv, nacc), top, fv)
                         count_ = min(pixels // 2, wo - j0 // 2)
-                        _store_block(yf, base + j0 // 2 * f_, f_, f_, out, bias, mul, add, f0, count_, affine, relu, fv)
+                        _store_block(yf, base + j0 // 2 * f_, f_, f_, out, bias, mul, add, f0, count_, affine, relu, None, fv)
                     else:
                         acc = _row_block(xf, wf, m, i, j0, f0, geometry, fv, nacc)
                         count_ = min(pixels, wo - j0)
-                        _store_block(yf, base + j0 * f_, f_, f_, acc, bias, mul, add, f0, count_, affine, relu, fv)
+                        _store_block(yf, base + j0 * f_, f_, f_, acc, bias, mul, add, f0, count_, affine, relu, None, fv)
 
 
 # The register blocks (FV vectors × R pixels) the kernels are compiled for. Numba
@@ -375,9 +385,10 @@ def lanes_forward(x, w, b, stride, pads, out_hw, *, affine=None, relu=False, poo
 # checks, no zero rows multiplied: only the taps that divide are visited).
 
 @njit
-def _input_grad(dq, wt, dx, n0, count, kh, kw, s, pt, pl, tq, lq, fv, nacc):
-    """dx[n0 + m] (m < count) by the sum above; dq: dy of the chunk with tq rows and lq
-    columns of zeros before it; wt [KH, KW, F, Cp] flat, C padded with zeros to whole blocks."""
+def _input_grad(dq, wt, dx, gate, n0, count, kh, kw, s, pt, pl, tq, lq, fv, nacc):
+    """dx[n0 + m] (m < count) by the sum above, 0 where not gate > 0 if gate (flat, dx's
+    shape) is not None; dq: dy of the chunk with tq rows and lq columns of zeros before
+    it; wt [KH, KW, F, Cp] flat, C padded with zeros to whole blocks."""
     numba.literally(fv)
     numba.literally(nacc)
     h_, w_, c_ = dx.shape[1], dx.shape[2], dx.shape[3]
@@ -402,22 +413,22 @@ def _input_grad(dq, wt, dx, n0, count, kh, kw, s, pt, pl, tq, lq, fv, nacc):
                                     wi += cp
                                     di += 1
                         _store_block(xf, (((n0 + m) * h_ + h) * w_ + b + s * v0) * c_ + c0, s * c_, c_, acc, zeros, ones,
-                                     zeros, c0, min(pixels, width - v0), False, False, fv)
+                                     zeros, c0, min(pixels, width - v0), False, False, gate, fv)
 
 
 @njit
-def _input_grad_block(block, dq, wt, dx, n0, count, kh, kw, s, pt, pl, tq, lq):
+def _input_grad_block(block, dq, wt, dx, gate, n0, count, kh, kw, s, pt, pl, tq, lq):
     """``_input_grad`` with the register block BLOCKS[block]."""
     if block == 0:
-        _input_grad(dq, wt, dx, n0, count, kh, kw, s, pt, pl, tq, lq, 1, 7)
+        _input_grad(dq, wt, dx, gate, n0, count, kh, kw, s, pt, pl, tq, lq, 1, 7)
     elif block == 1:
-        _input_grad(dq, wt, dx, n0, count, kh, kw, s, pt, pl, tq, lq, 1, 14)
+        _input_grad(dq, wt, dx, gate, n0, count, kh, kw, s, pt, pl, tq, lq, 1, 14)
     elif block == 2:
-        _input_grad(dq, wt, dx, n0, count, kh, kw, s, pt, pl, tq, lq, 2, 14)
+        _input_grad(dq, wt, dx, gate, n0, count, kh, kw, s, pt, pl, tq, lq, 2, 14)
     elif block == 3:
-        _input_grad(dq, wt, dx, n0, count, kh, kw, s, pt, pl, tq, lq, 2, 28)
+        _input_grad(dq, wt, dx, gate, n0, count, kh, kw, s, pt, pl, tq, lq, 2, 28)
     else:
-        _input_grad(dq, wt, dx, n0, count, kh, kw, s, pt, pl, tq, lq, 3, 21)
+        _input_grad(dq, wt, dx, gate, n0, count, kh, kw, s, pt, pl, tq, lq, 3, 21)
 
 
 def input_grad_geometry(x_shape, kh, kw, stride, top_left):
@@ -430,9 +441,11 @@ def input_grad_geometry(x_shape, kh, kw, stride, top_left):
     return (fv, pixels), (tq, lq), (tq + -(-(h + pt) // stride) + 1, lq + -(-(w + pl) // stride) + pixels + 1)
 
 
-def lanes_input_grad(dy, w, x_shape, stride, pads):
+def lanes_input_grad(dy, w, x_shape, stride, pads, gate=None):
     """dx [N, H, W, C] of the convolution, float32 (``applies``), by register blocks
-    (see above); each worker takes whole images, a chunk at a time."""
+    (see above); each worker takes whole images, a chunk at a time. ``gate`` (x's shape,
+    C-contiguous): the cache of a ReLU before the layer, whose backward is then applied
+    as dx is stored, dx · [gate > 0]."""
     kh, kw, c, f = w.shape
     top_left = pads[0][0], pads[1][0]
     (fv, pixels), (tq, lq), (hq, wq) = input_grad_geometry(x_shape, kh, kw, stride, top_left)
@@ -442,13 +455,14 @@ def lanes_input_grad(dy, w, x_shape, stride, pads):
     dx = np.empty(x_shape, np.float32)
     per = images_per_chunk("dx", x_shape, w.shape, stride, top_left, dy.shape[1:3])
     block = BLOCKS.index((fv, pixels))
+    gf = None if gate is None else gate.reshape(-1)
 
     def work(a, e):
         dq = scratch("lanes_padded", (per, hq, wq, f), np.float32)
         for s0 in range(a, e, per):
             m = min(per, e - s0)
             _pad(dy, dq, s0, m, tq, lq)
-            _input_grad_block(block, dq, wt.reshape(-1), dx, s0, m, kh, kw, stride, *top_left, tq, lq)
+            _input_grad_block(block, dq, wt.reshape(-1), dx, gf, s0, m, kh, kw, stride, *top_left, tq, lq)
 
     parallel(work, x_shape[0])
     return dx

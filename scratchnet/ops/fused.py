@@ -1,9 +1,10 @@
 """Ops that span layers: ``Sequential.infer`` hands a convolution or a dense layer the
-batch normalisation, ReLU and max-pool that follow it (``Layer.infer_fused``), and
+batch normalisation, ReLU and max-pool that follow it (``Layer.infer_fused``),
 ``Sequential.forward`` in training a convolution the ReLU after it
-(``Layer.forward_fused``), so that a backend can apply them as it writes the layer's
-output instead of in more passes over it (``scratchnet.kernels.fused``). Here, the
-reference: the ops in turn.
+(``Layer.forward_fused``), and ``Sequential.backward`` a convolution the ReLU before it
+(``Layer.backward_fused``), so that a backend can apply them as it writes the layer's
+output (or input gradient) instead of in more passes over it
+(``scratchnet.kernels.fused``). Here, the reference: the ops in turn.
 
 ``bn`` is ``(mean, variance, offset, scale, eps)`` of a ``batchnorm`` with fixed statistics
 (offset or scale may be None), ``pool`` ``(ksize, stride, padding)`` of a ``max_pool``;
@@ -13,9 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .activations import relu_forward
+from .activations import relu_backward, relu_forward
 from .batchnorm import batchnorm
-from .conv import conv2d_forward
+from .conv import conv2d_backward, conv2d_forward
 from .dense import dense_forward
 from .pool import max_pool
 
@@ -43,3 +44,10 @@ def conv2d_forward_relu(x, w, b, stride: int = 1, padding: str = "SAME"):
     exactly where x > 0."""
     y, cache = conv2d_forward(x, w, b, stride, padding)
     return relu_forward(y)[0], cache
+
+
+def conv2d_backward_relu(dy, cache, relu_cache):
+    """``(dx · [relu_cache > 0], dw, db)``: ``conv2d_backward`` and then the backward of the
+    ReLU whose output the convolution read (``relu_cache``: that ReLU's cache, x's shape)."""
+    dx, dw, db = conv2d_backward(dy, cache)
+    return relu_backward(dx, relu_cache), dw, db
