@@ -89,8 +89,18 @@ class Layer:
         """``(dx, k)``: ``backward`` run through this layer and the k - 1 layers before it
         that it takes into its own op (``Sequential.backward`` then skips them);
         ``preceding`` is the layer right before it (None: none, or its dx is not needed).
-        Here k = 1: this layer alone."""
-        return self.backward(dy, input_grad), 1
+        A layer with a ``_backward_relu`` (a convolution, a max-pool) takes a ReLU right
+        before it (on its backend, its dx wanted) into that op, which can apply the ReLU's
+        mask as it writes dx: the layer's dx before the mask is never written (k = 2).
+        Otherwise k = 1: this layer alone."""
+        if not (input_grad and hasattr(self, "_backward_relu") and type(preceding) is ReLU
+                and preceding.backend == self.backend):
+            return self.backward(dy, input_grad), 1
+        self._check_cache()
+        preceding._check_cache()
+        dx, grads = self._backward_relu(dy, self._cache, preceding._cache)
+        self.grads.update(grads)
+        return dx, 2
 
     def _check_cache(self) -> None:
         if self._cache is None:
@@ -252,17 +262,9 @@ class Conv2D(_Biased):
         relu._cache = y
         return y, 2
 
-    def backward_fused(self, dy, preceding, input_grad=True):
-        """A ReLU right before (on this layer's backend, its dx wanted) runs inside the
-        convolution's backward (``conv2d_backward_relu``), which can apply it as it writes
-        dx: the convolution's dx before the ReLU's mask is never written."""
-        if not input_grad or type(preceding) is not ReLU or preceding.backend != self.backend:
-            return super().backward_fused(dy, preceding, input_grad)
-        self._check_cache()
-        preceding._check_cache()
-        dx, dw, db = self.op("conv2d_backward_relu")(dy, self._cache, preceding._cache)
-        self.grads.update(self._grads(dw, db))
-        return dx, 2
+    def _backward_relu(self, dy, cache, relu_cache):
+        dx, dw, db = self.op("conv2d_backward_relu")(dy, cache, relu_cache)
+        return dx, self._grads(dw, db)
 
     def _op_args(self):
         return self.params["w"], self._bias(), self.stride, self.padding
@@ -359,6 +361,9 @@ class MaxPool2D(Layer):
 
     def _backward(self, dy, cache):
         return self.op("max_pool_backward")(dy, cache), {}
+
+    def _backward_relu(self, dy, cache, relu_cache):
+        return self.op("max_pool_backward_relu")(dy, cache, relu_cache), {}
 
 
 class _Pointwise(Layer):

@@ -136,9 +136,9 @@ def test_a_layer_takes_the_batchnorm_relu_and_max_pool_after_it_into_its_op(monk
 def test_the_training_forward_takes_each_relu_into_its_convolution(images, engine, dtype):
     """``Sequential.forward`` runs a convolution and the ReLU after it as one op
     (``conv2d_forward_relu``), and ``Sequential.backward`` a convolution and the ReLU before
-    it (``conv2d_backward_relu``: c3 and r2; c2 reads a max-pool): the same output and the
-    same gradients, bit for bit, as the layers one by one, with the ReLU's output as its
-    cache."""
+    it (``conv2d_backward_relu``: c3 and r2), or a max-pool (p1 and r1): the same output
+    and the same gradients, bit for bit, as the layers one by one, with the ReLU's output
+    as its cache."""
     def model():
         net = Sequential([Conv2D(5, 1, 8, name="c1"), ReLU(name="r1"), MaxPool2D(name="p1"),
                           Conv2D(3, 8, 16, stride=2, name="c2"), ReLU(name="r2"), Conv2D(3, 16, 4, name="c3"),
@@ -160,7 +160,8 @@ def test_the_training_forward_takes_each_relu_into_its_convolution(images, engin
     dx = dy
     for layer in reversed(alone.layers):
         dx = layer.backward(dx)
-    fused.layer("r2").backward = lambda *args, **kwargs: pytest.fail("r2's backward ran on its own")
+    for name in ("r1", "r2"):
+        fused.layer(name).backward = lambda *args, **kwargs: pytest.fail("a ReLU's backward ran on its own")
     np.testing.assert_array_equal(fused.backward(dy), dx)
     for key, g in alone.grads.items():
         np.testing.assert_array_equal(fused.grads[key], g, err_msg=key)

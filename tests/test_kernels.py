@@ -146,7 +146,8 @@ POOL_CASES = [  # shape, ksize, stride, padding
 @pytest.mark.parametrize("split", [False, True], ids=["one-worker", "split"])
 def test_max_pool(case, values, dtype, split, monkeypatch):
     """Forward, argmax and backward equal to the reference, on one worker (these sizes) and
-    split over the workers by images (``_MIN_PER_THREAD`` lowered)."""
+    split over the workers by images (``_MIN_PER_THREAD`` lowered); the backward with the
+    ReLU before it (``max_pool_backward_relu``) equal to the two ops in turn."""
     from scratchnet.kernels import pool
     if split:
         monkeypatch.setattr(pool, "_MIN_PER_THREAD", 1)
@@ -163,7 +164,14 @@ def test_max_pool(case, values, dtype, split, monkeypatch):
     np.testing.assert_array_equal(y1, y0)
     np.testing.assert_array_equal(c1[-1], c0[-1])  # argmax: first maximum in row-major order
     dy = rand(rng, y0.shape, dtype)
-    close(fast.max_pool_backward(dy, c1), ref.max_pool_backward(dy, c0), dtype, "dx")
+    dx = fast.max_pool_backward(dy, c1)
+    close(dx, ref.max_pool_backward(dy, c0), dtype, "dx")
+    # with the ReLU before it (its cache: zeros, negatives, a NaN), bit for bit the two ops in turn
+    gate = np.where(x > 0.5, 0, x).astype(dtype)
+    gate.reshape(-1)[3] = np.nan
+    for module, cache in ((fast, c1), (ref, c0)):
+        np.testing.assert_array_equal(module.max_pool_backward_relu(dy, cache, gate),
+                                      module.relu_backward(module.max_pool_backward(dy, cache), gate), module.__name__)
 
 
 def test_max_pool_tie_rule():

@@ -24,7 +24,8 @@ conv2d_*                  chunked NHWC im2col (Numba, contiguous runs) + one-thr
                           ``conv2d_backward_relu`` the backward with the ReLU before it (the
                           lanes input gradient applies it as it stores dx, the others in place)
 max_pool_*                one Numba pass writing max and uint8 argmax; backward writes dx once
-                          when the windows tile the input, else scatters through the argmax;
+                          when the windows tile the input, else scatters through the argmax
+                          (``max_pool_backward_relu``: with the ReLU before it, in that pass);
                           ``max_pool`` (inference) the same pass without the argmax
 dense_*                   BLAS with transpose flags, bias added in place; for a big weight,
                           per shape the product measured fastest (or the built-in rule):
@@ -61,10 +62,10 @@ from .dense import dense_backward, dense_backward_params, dense_forward  # noqa:
 from .fused import conv2d_backward_relu, conv2d_forward_relu, conv2d_infer, dense_infer  # noqa: F401
 from .losses import softmax_cross_entropy  # noqa: F401
 from .lstm import lstm_backward, lstm_forward, lstm_infer  # noqa: F401
-from .pool import max_pool, max_pool_backward, max_pool_forward  # noqa: F401
+from .pool import max_pool, max_pool_backward, max_pool_backward_relu, max_pool_forward  # noqa: F401
 
 FAST = ("conv2d_forward", "conv2d_backward", "conv2d_backward_params", "dense_backward_params", "max_pool_forward", "max_pool_backward",
         "dense_forward", "dense_backward", "lstm_forward", "lstm_backward",
         "relu_forward", "relu_backward", "softmax_cross_entropy",
         "moments", "batchnorm_forward", "batchnorm_backward", "relu", "batchnorm", "max_pool", "lstm_infer", "conv2d_infer", "dense_infer",
-        "conv2d_forward_relu", "conv2d_backward_relu")
+        "conv2d_forward_relu", "conv2d_backward_relu", "max_pool_backward_relu")

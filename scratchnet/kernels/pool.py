@@ -18,6 +18,7 @@ import numpy as np
 
 from ..ops.conv import spatial_geometry
 from ._runtime import njit, parallel
+from .activations import relu_backward_into
 
 # Input elements a worker must get before the pass is split: waking the second worker costs
 # more than a small pool saves (deep-CNN at batch 10, pool2's backward over 125 K elements:
@@ -92,11 +93,13 @@ def _pool_backward(dy, arg, dx, n0, n1, kw, sh, sw, pt, pl):
 
 
 @njit
-def _pool_backward_tiled(dy, arg, dx, n0, n1, kh, kw):
+def _pool_backward_tiled(dy, arg, dx, gate, n0, n1, kh, kw):
     """Non-overlapping windows that tile x exactly (stride = window, no padding): every
     dx element belongs to exactly one window, so dx is WRITTEN once (dy where the argmax
     points, else 0), with no zero-fill pass and no read-modify-write; the channel loop
-    is a compare-and-select over contiguous vectors."""
+    is a compare-and-select over contiguous vectors. ``gate`` (x's shape, or None): the
+    cache of a ReLU before the pool, whose backward is applied in the same select,
+    dx · [gate > 0]."""
     ho, wo, c = dy.shape[1], dy.shape[2], dy.shape[3]
     zero = dy.dtype.type(0)
     for n in range(n0, n1):
@@ -108,8 +111,13 @@ def _pool_backward_tiled(dy, arg, dx, n0, n1, kh, kw):
                     for q in range(kw):
                         d = dx[n, i * kh + p, j * kw + q]
                         k = p * kw + q
-                        for ch in range(c):
-                            d[ch] = g[ch] if a[ch] == k else zero
+                        if gate is None:
+                            for ch in range(c):
+                                d[ch] = g[ch] if a[ch] == k else zero
+                        else:
+                            e = gate[n, i * kh + p, j * kw + q]
+                            for ch in range(c):
+                                d[ch] = g[ch] if a[ch] == k and e[ch] > zero else zero
 
 
 def _pool(x, ksize, stride, padding, record):
@@ -137,13 +145,22 @@ def max_pool(x, ksize=(2, 2), stride=(2, 2), padding: str = "SAME"):
 
 def max_pool_backward(dy, cache):
     """Return ``dx [N, H, W, C]``."""
+    return max_pool_backward_relu(dy, cache, None)
+
+
+def max_pool_backward_relu(dy, cache, relu_cache):
+    """``ops.fused.max_pool_backward_relu``: dx · [relu_cache > 0] (relu_cache None: dx),
+    the ReLU's mask applied in the tiled pass's select, else in place on dx after. For
+    deep-CNN's pools, whose dx is a ReLU's dy (6.4 and 3.2 MB at batch 50), one pass and one
+    array fewer than the two layers' ops."""
     x_shape, (kh, kw), (sh, sw), (pt, pl), arg = cache
     dy = np.ascontiguousarray(dy)
     if (sh, sw) == (kh, kw) and (pt, pl) == (0, 0) and dy.shape[1] * kh == x_shape[1] \
             and dy.shape[2] * kw == x_shape[2]:
+        gate = relu_cache if relu_cache is None or relu_cache.flags.c_contiguous else np.ascontiguousarray(relu_cache)
         dx = np.empty(x_shape, dy.dtype)
-        _split(lambda a, b: _pool_backward_tiled(dy, arg, dx, a, b, kh, kw), x_shape)
+        _split(lambda a, b: _pool_backward_tiled(dy, arg, dx, gate, a, b, kh, kw), x_shape)
         return dx
     dx = np.zeros(x_shape, dy.dtype)
     _split(lambda a, b: _pool_backward(dy, arg, dx, a, b, kw, sh, sw, pt, pl), x_shape)
-    return dx
+    return dx if relu_cache is None else relu_backward_into(dx, relu_cache, dx)

@@ -1,8 +1,8 @@
 """Ops that span layers: ``Sequential.infer`` hands a convolution or a dense layer the
 batch normalisation, ReLU and max-pool that follow it (``Layer.infer_fused``),
 ``Sequential.forward`` in training a convolution the ReLU after it
-(``Layer.forward_fused``), and ``Sequential.backward`` a convolution the ReLU before it
-(``Layer.backward_fused``), so that a backend can apply them as it writes the layer's
+(``Layer.forward_fused``), and ``Sequential.backward`` a convolution or a max-pool the
+ReLU before it (``Layer.backward_fused``), so that a backend can apply them as it writes the layer's
 output (or input gradient) instead of in more passes over it
 (``scratchnet.kernels.fused``). Here, the reference: the ops in turn.
 
@@ -18,7 +18,7 @@ from .activations import relu_backward, relu_forward
 from .batchnorm import batchnorm
 from .conv import conv2d_backward, conv2d_forward
 from .dense import dense_forward
-from .pool import max_pool
+from .pool import max_pool, max_pool_backward
 
 
 def _pointwise(y, bn, relu):
@@ -51,3 +51,9 @@ def conv2d_backward_relu(dy, cache, relu_cache):
     ReLU whose output the convolution read (``relu_cache``: that ReLU's cache, x's shape)."""
     dx, dw, db = conv2d_backward(dy, cache)
     return relu_backward(dx, relu_cache), dw, db
+
+
+def max_pool_backward_relu(dy, cache, relu_cache):
+    """``dx · [relu_cache > 0]``: ``max_pool_backward`` and then the backward of the ReLU
+    whose output the pool read (``relu_cache``: that ReLU's cache, x's shape)."""
+    return relu_backward(max_pool_backward(dy, cache), relu_cache)
