@@ -181,6 +181,26 @@ def test_max_pool_tie_rule():
     np.testing.assert_array_equal(dx.ravel(), [0, 1, 0, 0])
 
 
+# --- dropout --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("keep", [0.5, 0.75, 1.0])
+def test_dropout(dtype, keep):
+    """Both passes bit for bit the reference's, a dropped inf or NaN included (0, as
+    ``tf.nn.dropout``'s select gives), and for a transposed (non-contiguous) input."""
+    rng = np.random.default_rng(4)
+    x = rand(rng, (50, 1024), dtype)
+    x[0, :4] = np.inf, -np.inf, np.nan, np.nan
+    mask = rng.random(x.shape) >= 1 - keep
+    mask[0, :4] = False, True, False, True
+    for xs, ms in ((x, mask), (x.T, mask.T)):
+        y1, c1 = fast.dropout_forward(xs, ms, keep)
+        y0, c0 = ref.dropout_forward(xs, ms, keep)
+        assert y1.dtype == dtype
+        np.testing.assert_array_equal(y1, y0)
+        np.testing.assert_array_equal(fast.dropout_backward(xs, c1), ref.dropout_backward(xs, c0))
+
+
 # --- dense, relu, loss --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)

@@ -42,6 +42,7 @@ relu_*, relu              one-pass Numba, split over the worker threads (NumPy's
 moments, batchnorm_*      per-channel row sweeps (Numba, float64 accumulators, split over the
                           workers); the backward's compact formula in one reduction + one write
 softmax_cross_entropy     one pass per row (Numba)
+dropout_*                 one Numba pass each (the mask is the layer's, as in the reference)
 optim.adam/ema/sgd_update fused one-pass optimizer updates, bit-equal to the NumPy lines
                           (used by ``scratchnet.optim`` when this backend is active)
 ========================  ==================================================================
@@ -51,7 +52,7 @@ them through the backend); caches are not interchangeable with ``scratchnet.ops`
 See ``docs/performance.md`` for the design and the measurements.
 """
 
-from ..ops import (dropout_backward, dropout_forward, l2_loss, l2_penalty, log_softmax,  # noqa: F401
+from ..ops import (l2_loss, l2_penalty, log_softmax,  # noqa: F401
                    naive_cross_entropy_sum, output_size, sigmoid, sigmoid_backward, sigmoid_forward, softmax,
                    softmax_backward, softmax_forward, tanh_backward, tanh_forward)
 from ._runtime import CACHE_DIR, NUM_THREADS  # noqa: F401
@@ -59,6 +60,7 @@ from .activations import relu, relu_backward, relu_forward  # noqa: F401
 from .batchnorm import batchnorm, batchnorm_backward, batchnorm_forward, moments  # noqa: F401
 from .conv import conv2d_backward, conv2d_backward_params, conv2d_forward, conv_algorithm  # noqa: F401
 from .dense import dense_backward, dense_backward_params, dense_forward  # noqa: F401
+from .dropout import dropout_backward, dropout_forward  # noqa: F401
 from .fused import conv2d_backward_relu, conv2d_forward_relu, conv2d_infer, dense_infer  # noqa: F401
 from .losses import softmax_cross_entropy  # noqa: F401
 from .lstm import lstm_backward, lstm_forward, lstm_infer  # noqa: F401
@@ -66,6 +68,6 @@ from .pool import max_pool, max_pool_backward, max_pool_backward_relu, max_pool_
 
 FAST = ("conv2d_forward", "conv2d_backward", "conv2d_backward_params", "dense_backward_params", "max_pool_forward", "max_pool_backward",
         "dense_forward", "dense_backward", "lstm_forward", "lstm_backward",
-        "relu_forward", "relu_backward", "softmax_cross_entropy",
+        "relu_forward", "relu_backward", "softmax_cross_entropy", "dropout_forward", "dropout_backward",
         "moments", "batchnorm_forward", "batchnorm_backward", "relu", "batchnorm", "max_pool", "lstm_infer", "conv2d_infer", "dense_infer",
         "conv2d_forward_relu", "conv2d_backward_relu", "max_pool_backward_relu")
