@@ -587,11 +587,10 @@ def input_grad_with(choice: Choice, dy, cache, gate=None):
     """dx by the algorithm and chunk size of ``choice``; dy C-contiguous. ``gate``: the
     cache of a ReLU before the layer (x's shape), whose backward is then applied too,
     dx · [gate > 0]: by the lanes kernel as it stores dx, else in place on dx after."""
-    if choice.algorithm == "lanes" and gate is not None and gate.flags.c_contiguous and gate.dtype == np.float32:
-        x, w, stride, _, pads = cache
-        with chunk_size(choice.chunk):
-            return lanes_input_grad(dy, w, x.shape, stride, pads, gate=gate)
-    return _gated(_input_grad(choice, dy, cache), gate)
+    in_store = (choice.algorithm == "lanes" and gate is not None and gate.flags.c_contiguous
+                and gate.dtype == np.float32)
+    dx = _input_grad(choice, dy, cache, gate if in_store else None)
+    return dx if in_store else _gated(dx, gate)
 
 
 def _gated(dx, gate):
@@ -599,8 +598,8 @@ def _gated(dx, gate):
     return dx if gate is None else relu_backward_into(dx, gate, dx)
 
 
-def _input_grad(choice: Choice, dy, cache):
-    """dx by ``choice`` (``input_grad_with`` without a gate)."""
+def _input_grad(choice: Choice, dy, cache, lanes_gate):
+    """dx by ``choice``; ``lanes_gate``: the lanes kernel's gate (None for the others)."""
     x, w, stride, out_hw, pads = cache
     kh, kw, c, f = w.shape
     (pt, _), (pl, _) = pads
@@ -608,7 +607,7 @@ def _input_grad(choice: Choice, dy, cache):
         if choice.algorithm in TILE:
             return winograd_backward(x, w, dy, pads, out_hw, stride=stride, need_dw=False, tile=TILE[choice.algorithm])[0]
         if choice.algorithm == "lanes":
-            return lanes_input_grad(dy, w, x.shape, stride, pads)
+            return lanes_input_grad(dy, w, x.shape, stride, pads, gate=lanes_gate)
         if choice.algorithm in ("flipped", "flipped-t"):  # stride 1 only
             # flip in space, swap C and F: wt[p', q', f, c] = w[KH-1-p', KW-1-q', c, f]
             wt = np.ascontiguousarray(w[::-1, ::-1].transpose(0, 1, 3, 2)).reshape(kh * kw * f, c)

@@ -285,9 +285,9 @@ def applies(pass_: str, c: int, f: int, dtype) -> bool:
     float32, at least 8 channels in the lanes for the forward (F; a block's last vector
     holds what is left: F = 12 uses three quarters of its 16 lanes, F = 24 of its 32) and
     4 for the input gradient (C: its only other candidate for narrow C with stride 2 is the
-    scatter, which it still beat with a quarter of the lanes, conv3-small's conv2, C = 4:
-    0.92 against 0.97 ms; conv3's, C = 6: 1.20 against 1.34), and for the filter gradient
-    F ≥ 8 and a register block (``filter_block``)."""
+    scatter, which it still beat with a quarter of the lanes: ``scratchnet tune --force``,
+    conv3-small's conv2, C = 4, 0.95 against 0.98 ms; conv3's, C = 6, 1.39 against 1.45),
+    and for the filter gradient F ≥ 8 and a register block (``filter_block``)."""
     if np.dtype(dtype) != np.float32:
         return False
     if pass_ == "dx":
