@@ -30,6 +30,7 @@ import pytest
 import scratchnet.kernels as fast
 import scratchnet.ops as ref
 from scratchnet import backend
+from scratchnet.kernels.activations import relu_backward_into
 
 DTYPES = [np.float64, np.float32]
 TOL = {np.float64: 1e-12, np.float32: 2e-5}
@@ -264,6 +265,9 @@ def test_relu_exact(shape, dtype):
     assert np.array_equal(np.signbit(y1), np.signbit(y0))
     dy = rand(rng, shape, dtype)
     np.testing.assert_array_equal(fast.relu_backward(dy, c1), ref.relu_backward(dy, c0))
+    in_place = dy.copy()  # the fused backwards' form (its own loop: see _relu_grad_in_place)
+    assert relu_backward_into(in_place, c1, in_place) is in_place
+    np.testing.assert_array_equal(in_place, ref.relu_backward(dy, c0))
     xt = x.T  # a non-contiguous input takes the NumPy path
     np.testing.assert_array_equal(fast.relu_forward(xt)[0], ref.relu_forward(xt)[0])
 

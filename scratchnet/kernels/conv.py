@@ -59,6 +59,7 @@ the same on every machine, "untuned" keeps the built-in choices.
 
 from __future__ import annotations
 
+import math
 import os
 from contextlib import contextmanager
 
@@ -68,7 +69,7 @@ from numba import uint64 as U
 from ..ops.conv import spatial_geometry
 from . import tuning
 from ._runtime import blas_single, chosen_chunk, chunk_size, njit, parallel, parallel_sum, scratch
-from .activations import relu_backward_into
+from .activations import _relu_grad_in_place, relu_backward_into
 from .blocked import blocked_filter_grad, blocked_forward
 from .lanes import lanes_filter_grad, lanes_forward, lanes_input_grad
 from .tuning import Choice, conv_key
@@ -533,7 +534,9 @@ def _filter_grad(x, dy2, kh, kw, stride, pt, pl, out_hw):
     return np.ascontiguousarray(dwt.T)
 
 
-def _input_grad_scatter(dy2, w2, x_shape, kh, kw, stride, pt, pl, out_hw):
+def _input_grad_scatter(dy2, w2, x_shape, kh, kw, stride, pt, pl, out_hw, gate=None):
+    """dx by dcol = dY @ W2ᵀ, chunk by chunk, scattered into dx; then, with ``gate``,
+    dx · [gate > 0] over each worker's images."""
     n = x_shape[0]
     ho, wo = out_hw
     k, f = w2.shape
@@ -541,6 +544,8 @@ def _input_grad_scatter(dy2, w2, x_shape, kh, kw, stride, pt, pl, out_hw):
     rows = _chunk_rows(k, dy2.itemsize)
     w2t = w2.T
     per_image = ho * wo
+    image = math.prod(x_shape[1:])
+    dxf, gatef = dx.reshape(-1), None if gate is None else gate.reshape(-1)
 
     def work(n0, n1):  # whole images: no two workers touch the same dx pixel
         dcol = scratch("col", (rows, k), dy2.dtype)
@@ -549,6 +554,8 @@ def _input_grad_scatter(dy2, w2, x_shape, kh, kw, stride, pt, pl, out_hw):
             e = min(s + rows, b)
             np.dot(dy2[s:e], w2t, out=dcol[:e - s])
             _col2im_add(dcol, dx, s, e, kh, kw, stride, pt, pl, ho, wo)
+        if gate is not None:
+            _relu_grad_in_place(dxf, gatef, n0 * image, n1 * image)
 
     with blas_single():
         parallel(work, n)
@@ -586,11 +593,13 @@ def conv2d_backward_input(dy, cache):
 def input_grad_with(choice: Choice, dy, cache, gate=None):
     """dx by the algorithm and chunk size of ``choice``; dy C-contiguous. ``gate``: the
     cache of a ReLU before the layer (x's shape), whose backward is then applied too,
-    dx · [gate > 0]: by the lanes kernel as it stores dx, else in place on dx after."""
-    in_store = (choice.algorithm == "lanes" and gate is not None and gate.flags.c_contiguous
-                and gate.dtype == np.float32)
-    dx = _input_grad(choice, dy, cache, gate if in_store else None)
-    return dx if in_store else _gated(dx, gate)
+    dx · [gate > 0]: by the lanes kernel as it stores dx, by the scatter's workers on their
+    own images once scattered (still in cache, and no second fork-join), else in place on dx
+    after."""
+    inside = (choice.algorithm in ("lanes", "col2im") and gate is not None and gate.flags.c_contiguous
+              and gate.dtype == dy.dtype)
+    dx = _input_grad(choice, dy, cache, gate if inside else None)
+    return dx if inside else _gated(dx, gate)
 
 
 def _gated(dx, gate):
@@ -598,8 +607,8 @@ def _gated(dx, gate):
     return dx if gate is None else relu_backward_into(dx, gate, dx)
 
 
-def _input_grad(choice: Choice, dy, cache, lanes_gate):
-    """dx by ``choice``; ``lanes_gate``: the lanes kernel's gate (None for the others)."""
+def _input_grad(choice: Choice, dy, cache, gate):
+    """dx by ``choice``; ``gate``: the lanes or scatter kernel's gate (None for the others)."""
     x, w, stride, out_hw, pads = cache
     kh, kw, c, f = w.shape
     (pt, _), (pl, _) = pads
@@ -607,7 +616,7 @@ def _input_grad(choice: Choice, dy, cache, lanes_gate):
         if choice.algorithm in TILE:
             return winograd_backward(x, w, dy, pads, out_hw, stride=stride, need_dw=False, tile=TILE[choice.algorithm])[0]
         if choice.algorithm == "lanes":
-            return lanes_input_grad(dy, w, x.shape, stride, pads, gate=lanes_gate)
+            return lanes_input_grad(dy, w, x.shape, stride, pads, gate=gate)
         if choice.algorithm in ("flipped", "flipped-t"):  # stride 1 only
             # flip in space, swap C and F: wt[p', q', f, c] = w[KH-1-p', KW-1-q', c, f]
             wt = np.ascontiguousarray(w[::-1, ::-1].transpose(0, 1, 3, 2)).reshape(kh * kw * f, c)
@@ -615,7 +624,7 @@ def _input_grad(choice: Choice, dy, cache, lanes_gate):
                               transposed=choice.algorithm == "flipped-t")
         assert choice.algorithm == "col2im", choice
         w2 = np.ascontiguousarray(w).reshape(kh * kw * c, f)
-        return _input_grad_scatter(dy.reshape(-1, f), w2, x.shape, kh, kw, stride, pt, pl, out_hw)
+        return _input_grad_scatter(dy.reshape(-1, f), w2, x.shape, kh, kw, stride, pt, pl, out_hw, gate)
 
 
 def backward_with(choice: Choice, dy, cache, dx_choice: Choice | None = None, dw_choice: Choice | None = None,
