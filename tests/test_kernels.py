@@ -268,6 +268,10 @@ def test_relu_exact(shape, dtype):
     in_place = dy.copy()  # the fused backwards' form (its own loop: see _relu_grad_in_place)
     assert relu_backward_into(in_place, c1, in_place) is in_place
     np.testing.assert_array_equal(in_place, ref.relu_backward(dy, c0))
+    y2 = x.copy()  # inference's in-place ReLU
+    assert fast.relu(y2, out=y2) is y2
+    np.testing.assert_array_equal(y2, y0)
+    assert np.array_equal(np.signbit(y2), np.signbit(y0))
     xt = x.T  # a non-contiguous input takes the NumPy path
     np.testing.assert_array_equal(fast.relu_forward(xt)[0], ref.relu_forward(xt)[0])
 
@@ -359,6 +363,11 @@ def test_batchnorm(shape, offset, scale, batch_statistics, dtype):
         assert (a is None) == (b is None), what
         if a is not None:
             close(a, b, dtype, what)
+    fixed = (*moving, beta, gamma, 1e-5)  # inference, in place as the layer runs it
+    in_place = x.copy()
+    assert fast.batchnorm(in_place, *fixed, out=in_place) is in_place
+    np.testing.assert_array_equal(in_place, fast.batchnorm(x, *fixed))
+    close(in_place, ref.batchnorm(x, *fixed), dtype, "in place")
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)

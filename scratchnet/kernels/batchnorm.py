@@ -66,6 +66,18 @@ def _affine(x2, y2, p, q, a, b, relu):
 
 
 @njit
+def _affine_in_place(y2, p, q, a, b, relu):
+    """``_affine(y2, y2, …)`` by a loop with one array: the aliased one fails LLVM's runtime
+    alias check and runs scalar (526 against 213 µs for 100 × 28 × 28 × 24 floats)."""
+    zero = y2.dtype.type(0)
+    for m in range(a, b):
+        yr = y2[m]
+        for c in range(yr.size):
+            v = yr[c] * p[c] + q[c]
+            yr[c] = (zero if v <= zero else v) if relu else v
+
+
+@njit
 def _grad_sums(dy2, x2):
     """(Σdy, Σx·dy) per channel in dy's dtype, in ``_column_sums``' order."""
     m, c_ = x2.shape
@@ -127,7 +139,10 @@ def _normalize(x, mean, var, offset, scale, eps, out=None, relu=False):
     x2 = _rows(x)
     y = np.empty(x.shape, x.dtype) if out is None else out
     y2 = y.reshape(x2.shape)
-    parallel(lambda a, b: _affine(x2, y2, inv, shift, a, b, relu), x2.shape[0], _MIN_ROWS)
+    if np.shares_memory(x2, y2):
+        parallel(lambda a, b: _affine_in_place(y2, inv, shift, a, b, relu), x2.shape[0], _MIN_ROWS)
+    else:
+        parallel(lambda a, b: _affine(x2, y2, inv, shift, a, b, relu), x2.shape[0], _MIN_ROWS)
     return y, x2, rstd, inv
 
 
