@@ -91,6 +91,7 @@ class TestEveryCandidate:
     def test_flipped_even_kernel(self, dtype): check_candidates((3, 14, 14, 6, 6, 6, 5, 1, "SAME"), dtype, ["flipped"])  # noqa: E704
     def test_non_square_valid(self, dtype): check_candidates((2, 9, 8, 5, 3, 3, 4, 2, "VALID"), dtype)  # noqa: E704
     def test_wide_c4_non_square(self, dtype): check_candidates((4, 9, 7, 4, 2, 5, 3, 1, "SAME"), dtype, ["wide"])  # noqa: E704
+    def test_stride3_narrow_odd(self, dtype): check_candidates((2, 11, 10, 3, 4, 4, 7, 3, "SAME"), dtype, ["blocked"] if dtype == np.float32 else [])  # noqa: E704
     def test_batch_one(self, dtype): check_candidates((1, 5, 5, 1, 3, 3, 2, 1, "SAME"), dtype)  # noqa: E704
 
 
@@ -359,15 +360,19 @@ def test_tune_command_refuses_an_unknown_recipe(tmp_path):
 
 
 def test_the_register_blocked_kernels_are_float32_candidates_only():
-    """``blocked`` (forward and filter gradient) and ``lanes`` (forward for F ≥ 8, input
-    gradient for C ≥ 4, filter gradient for F ≥ 8 where C has a divisor 4-12 that fits the
-    register block: not C = 4 with two vectors of F) hold 16 float32 lanes per
-    register: timed (and pinned above) in float32, never offered in float64."""
+    """``blocked`` (forward, filter gradient, and input gradient where the stride's phases
+    of ⌈C/4⌉·4 channels fit 16 rows) and ``lanes`` (forward for F ≥ 8, input gradient for
+    C ≥ 4, filter gradient for F ≥ 8 where C has a divisor 4-12 that fits the register
+    block: not C = 4 with two vectors of F) hold 16 float32 lanes per register: timed (and
+    pinned above) in float32, never offered in float64."""
     for dtype, offered in ((np.float32, True), (np.float64, False)):
         key, _, _ = setup((2, 28, 28, 6, 5, 5, 12, 2, "SAME"), dtype)
-        for pass_ in ("fwd", "dw"):
+        for pass_ in ("fwd", "dw", "dx"):
             assert ("blocked" in {c.algorithm for c in candidates(pass_, key)}) is offered
-        assert "blocked" not in {c.algorithm for p in ("dx", "bwd") for c in candidates(p, key)}
+        assert "blocked" not in {c.algorithm for c in candidates("bwd", key)}
+        for c, stride, fits in ((4, 3, True), (5, 3, False), (8, 2, True), (9, 2, False), (16, 1, True), (17, 1, False)):
+            key, _, _ = setup((2, 14, 14, c, 3, 3, 8, stride, "SAME"), dtype)
+            assert ("blocked" in {c.algorithm for c in candidates("dx", key)}) is (offered and fits)
         for c, f in ((8, 32), (8, 48), (12, 64), (16, 96), (4, 32), (8, 24), (8, 40), (6, 12), (4, 6)):
             key, _, _ = setup((2, 14, 14, c, 3, 3, f, 1, "SAME"), dtype)
             assert ("lanes" in {c.algorithm for c in candidates("fwd", key)}) is (offered and f >= 8)

@@ -25,6 +25,7 @@ wide grid's garbage columns and the pixels past Ho·Wh are computed and dropped.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
@@ -208,6 +209,17 @@ def _blocks(planes, offsets, w4, out, count, length):
                 vstore(r1, t0, a10); vstore(r1, t0 + 16, a11); vstore(r1, t0 + 32, a12); vstore(r1, t0 + 48, a13)  # noqa: E702
                 vstore(r2, t0, a20); vstore(r2, t0 + 16, a21); vstore(r2, t0 + 32, a22); vstore(r2, t0 + 48, a23)  # noqa: E702
                 vstore(r3, t0, a30); vstore(r3, t0 + 16, a31); vstore(r3, t0 + 32, a32); vstore(r3, t0 + 48, a33)  # noqa: E702
+
+
+@intrinsic
+def vgated(typingctx, v, gate, idx, count):
+    """v where gate[idx : idx + count] > 0, else 0 (the lanes from count on: 0; a masked
+    load, so nothing past them is read; NaN in the gate gives 0, as ``_relu_grad``)."""
+    def codegen(context, builder, sig, args):
+        g = masked_load(builder, _address(context, builder, sig.args[1], args[1], args[2]),
+                        context.cast(builder, args[3], sig.args[3], types.int64))
+        return builder.select(builder.fcmp_ordered(">", g, ir.Constant(_VT, None)), args[0], ir.Constant(_VT, None))
+    return vec16(vec16, gate, idx, count), codegen
 
 
 @intrinsic
@@ -475,3 +487,170 @@ def blocked_filter_grad(x, dy, kh, kw, stride, pads, out_hw):
     acc = parallel_sum(work, n, per)
     dw = acc.transpose(0, 2, 1, 3).reshape(4 * k4, 4 * f4)[:taps, :f]
     return np.ascontiguousarray(dw).reshape(kh, kw, c, f)
+
+
+
+# --- the input gradient: pixels in the lanes, every stride phase in one pass ------------------
+#
+#     dx[n, s·u + a, s·v + b, c] = Σ_{p ≡ a + pt, q ≡ b + pl (mod s), f}
+#                                  dY[n, u + (a + pt - p)/s, v + (b + pl - q)/s, f] · w[p, q, c, f]
+#
+# Each phase (a, b) of dx (rows ≡ a, columns ≡ b mod s) is a stride-1 correlation of dY with
+# that phase's taps of the filter, C and F swapped. dY of each image is laid out once per
+# chunk as zero-padded channel-planar planes [F, Hd, Wd]; on a phase's wide grid u·Wd + v,
+# tap (p, q, f) reads the planes at off + u·Wd + v: one contiguous run, as in the forward,
+# so ``_blocks`` computes each phase, 4 channels × 64 pixels per register block. Narrow C
+# (conv3-small's conv2: C = 4) fills every lane, where the lanes kernel (C in the lanes)
+# fills a quarter of them. The phases' outputs are then interleaved into dx, through the
+# ReLU's gate if one is given.
+
+class GradGeometry(NamedTuple):
+    top: int        # zero rows above dY in its planes
+    left: int       # zero columns left of it
+    hd: int         # plane height
+    wd: int         # plane width = a row of the phases' wide grid
+    length: int     # output pixels computed per phase: Hu·Wd rounded up to a whole block
+    c4: int         # 4-channel blocks (C rounded up)
+    phases: tuple   # per phase (a, b), a-major: ([(p, dY row offset)], [(q, dY column offset)])
+
+
+def _phase_taps(k: int, s: int, pad: int, a: int) -> list[tuple[int, int]]:
+    """The taps p < k that reach output phase a, p ≡ a + pad (mod s), with their offset into
+    dY, (a + pad - p) / s."""
+    return [(p, (a + pad - p) // s) for p in range(k) if (a + pad - p) % s == 0]
+
+
+@lru_cache(maxsize=64)
+def grad_geometry(x_hw, dy_hw, kh, kw, s, pt, pl, c) -> GradGeometry:
+    """The planes and phases of ``blocked_input_grad`` for x [., H, W, C] (``x_hw`` = (H, W)),
+    dY [., Ho, Wo, .] and a KH × KW filter of stride s, padded pt above, pl left."""
+    (h, w), (ho, wo) = x_hw, dy_hw
+    rows = [_phase_taps(kh, s, pt, a) for a in range(s)]
+    cols = [_phase_taps(kw, s, pl, b) for b in range(s)]
+    offs_i = [o for taps in rows for _, o in taps] or [0]
+    offs_j = [o for taps in cols for _, o in taps] or [0]
+    top, left = max(0, -min(offs_i)), max(0, -min(offs_j))
+    hu, wv = -(-h // s), -(-w // s)
+    hd = max(ho + top, hu + top + max(offs_i))
+    wd = max(wo + left, wv + left + max(offs_j))
+    phases = tuple((tuple(rows[a]), tuple(cols[b])) for a in range(s) for b in range(s))
+    return GradGeometry(top, left, hd, wd, -(-hu * wd // PIXELS) * PIXELS, -(-c // 4), phases)
+
+
+@lru_cache(maxsize=64)
+def _phase_taps_of(g: GradGeometry, f: int):
+    """Per phase: its taps' offsets into an image's planes, and their (p, q, f) as index
+    arrays into the filter."""
+    plane = g.hd * g.wd
+    out = []
+    for rows, cols in g.phases:
+        taps = np.array([(p, q, ff, ff * plane + (oi + g.top) * g.wd + oj + g.left)
+                         for p, oi in rows for q, oj in cols for ff in range(f)], np.int64).reshape(-1, 4)
+        out.append((np.ascontiguousarray(taps[:, 3]), taps[:, 0], taps[:, 1], taps[:, 2]))
+    return tuple(out)
+
+
+def _phase_filters(w, g: GradGeometry):
+    """Per phase: its taps' offsets into an image's planes and its filter [C/4, K, 4] over
+    those taps (p, q, f), C padded with zero columns."""
+    c, f = w.shape[2], w.shape[3]
+    offsets, filters = [], []
+    for off, p, q, ff in _phase_taps_of(g, f):
+        w2 = np.zeros((len(off), 4 * g.c4), np.float32)
+        w2[:, :c] = w[p, q, :, ff]
+        offsets.append(off)
+        filters.append(np.ascontiguousarray(w2.reshape(-1, g.c4, 4).transpose(1, 0, 2)))
+    return tuple(offsets), tuple(filters)
+
+
+@njit
+def _dy_planes(dy, planes, n0, count, top, left, hd, wd):
+    """planes[m, f·Hd·Wd + (top + i)·Wd + left + j] = dY[n0 + m, i, j, f]; zero elsewhere
+    (the padding, and the run past the planes that the garbage columns' taps read)."""
+    ho, wo, f_ = dy.shape[1], dy.shape[2], dy.shape[3]
+    plane = hd * wd
+    zero = np.float32(0)
+    for m in range(count):
+        row = planes[m]
+        for t in range(row.size):
+            row[t] = zero
+        for i in range(ho):
+            src = dy[n0 + m, i]
+            for j in range(wo):
+                at = (top + i) * wd + left + j
+                for f in range(f_):
+                    row[f * plane + at] = src[j, f]
+
+
+@njit
+def _phases_to_nhwc(out, rows, length, dx, n0, count, s, wd, gate):
+    """dx[n0 + m, s·u + a, s·v + b, c] = out[m, a, b, c, u·Wd + v] (· [gate > 0], gate flat
+    and x's shape, if not None), out flat [per, s, s, rows, length] with 16 rows to spare.
+    For each dx row, 16 pixels v of all the phases b at a time go through a register
+    transpose (``vtranspose16``: row b·rows + c of the tile is pixel v's channel c of
+    phase b, s·rows <= 16), then each pixel's C channels are one masked store."""
+    h, w, c_ = dx.shape[1], dx.shape[2], dx.shape[3]
+    dxf = dx.reshape(-1)
+    tile = np.empty(LANES * LANES + LANES, np.float32)
+    wv = -(-w // s)
+    for m in range(count):
+        for hh in range(h):
+            a, u = hh % s, hh // s
+            first = (m * s + a) * s * rows * length + u * wd
+            for v0 in range(0, wv, LANES):
+                vtranspose16(out, first + v0, length, tile)
+                for p in range(min(LANES, wv - v0)):
+                    col = s * (v0 + p)
+                    at = (((n0 + m) * h + hh) * w + col) * c_
+                    for b in range(min(s, w - col)):
+                        vec = vload(tile, LANES * p + b * rows)
+                        if gate is not None:
+                            vec = vgated(vec, gate, at + b * c_, c_)
+                        vstore_first(dxf, at + b * c_, vec, c_)
+
+
+def grad_applies(c: int, stride: int, dtype) -> bool:
+    """Whether ``blocked_input_grad`` takes a layer of C input channels: float32, and the
+    s phases of 4·⌈C/4⌉ channels of one dx row fit one 16-row transpose."""
+    return np.dtype(dtype) == np.float32 and stride * 4 * -(-c // 4) <= LANES
+
+
+def blocked_input_grad(dy, w, x_shape, stride, pads, gate=None):
+    """dx [N, H, W, C] of the convolution, float32, by register blocks (see above); each
+    worker takes whole images, a chunk at a time. ``gate`` (x's shape, C-contiguous): the
+    cache of a ReLU before the layer, applied as dx is written, dx · [gate > 0]."""
+    assert grad_applies(x_shape[3], stride, np.float32), "blocked_input_grad: C too wide for its stride"
+    n = x_shape[0]
+    kh, kw, c, f = w.shape
+    s, pt, pl = stride, pads[0][0], pads[1][0]
+    g = grad_geometry(x_shape[1:3], dy.shape[1:3], kh, kw, s, pt, pl, c)
+    offsets, filters = _phase_filters(w, g)
+    row = f * g.hd * g.wd + g.length
+    per = grad_images_per_chunk(x_shape, dy.shape, kh, kw, s, pads)
+    dx = np.empty(x_shape, np.float32)
+    gf = None if gate is None else gate.reshape(-1)
+
+    rows = 4 * g.c4
+
+    def work(a, e):
+        planes = scratch("blocked_planes", (per, row), np.float32)
+        # + LANES rows: the transposes read whole 16-row tiles
+        flat = scratch("blocked_out", (per * s * s * rows + LANES, g.length), np.float32)
+        out = flat[:per * s * s * rows].reshape(per, s * s, rows, g.length)
+        for s0 in range(a, e, per):
+            m = min(per, e - s0)
+            _dy_planes(dy, planes, s0, m, g.top, g.left, g.hd, g.wd)
+            for k in range(s * s):
+                _blocks(planes, offsets[k], filters[k], out[:, k], m, g.length)
+            _phases_to_nhwc(flat.reshape(-1), rows, g.length, dx, s0, m, s, g.wd, gf)
+
+    parallel(work, n)
+    return dx
+
+
+def grad_images_per_chunk(x_shape, dy_shape, kh, kw, stride, pads) -> int:
+    """Images per chunk of ``blocked_input_grad``: planes and phase outputs ~TARGET_BYTES,
+    unless a tuned choice set the chunk. Shared with ``tuning``."""
+    g = grad_geometry(tuple(x_shape[1:3]), tuple(dy_shape[1:3]), kh, kw, stride, pads[0][0], pads[1][0], x_shape[3])
+    floats = dy_shape[3] * g.hd * g.wd + g.length + stride * stride * 4 * g.c4 * g.length
+    return chosen_chunk() or max(1, TARGET_BYTES // (4 * floats))

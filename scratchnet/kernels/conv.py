@@ -70,7 +70,7 @@ from ..ops.conv import spatial_geometry
 from . import tuning
 from ._runtime import blas_single, chosen_chunk, chunk_size, njit, parallel, parallel_sum, scratch
 from .activations import _relu_grad_in_place, relu_backward_into
-from .blocked import blocked_filter_grad, blocked_forward
+from .blocked import blocked_filter_grad, blocked_forward, blocked_input_grad
 from .lanes import lanes_filter_grad, lanes_forward, lanes_input_grad
 from .tuning import Choice, conv_key
 from .winograd import TILE, use_winograd, winograd_backward, winograd_forward
@@ -114,12 +114,13 @@ def conv_algorithm(name: str):
 #        register-blocked direct convolution, ``blocked.py``; only where measured fastest),
 #        lanes (float32, F ≥ 8: channels in the lanes, ``lanes.py``; the same)
 #   dx   col2im (dcol = dY @ W2ᵀ, scatter), flipped (dX as a convolution of dY; -t: yᵀ), winograd,
-#        lanes (float32, C ≥ 4: C in the lanes, each stride phase's taps only)
+#        lanes (float32, C ≥ 4: C in the lanes, each stride phase's taps only), blocked (float32,
+#        s·4·⌈C/4⌉ ≤ 16: pixels in the lanes, each stride phase a stride-1 register-blocked pass)
 #   dw   im2col, wide, winograd, blocked (float32: 4 taps × 4 channels in registers, reduced over pixels),
 #        lanes (float32: 4-12 input channels × 1-3 output-channel vectors, the same)
 #   bwd  winograd (dx and dw in one pass, sharing dY's transform) or split (dx and dw apart)
 ALGORITHMS = {"fwd": ("im2col", "im2col-t", "wide", "winograd", "winograd4", "blocked", "lanes"),
-              "dx": ("col2im", "flipped", "flipped-t", "winograd", "winograd4", "lanes"),
+              "dx": ("col2im", "flipped", "flipped-t", "winograd", "winograd4", "lanes", "blocked"),
               "dw": ("im2col", "wide", "winograd", "winograd4", "blocked", "lanes"),
               "bwd": ("winograd", "winograd4", "split")}
 
@@ -593,10 +594,10 @@ def conv2d_backward_input(dy, cache):
 def input_grad_with(choice: Choice, dy, cache, gate=None):
     """dx by the algorithm and chunk size of ``choice``; dy C-contiguous. ``gate``: the
     cache of a ReLU before the layer (x's shape), whose backward is then applied too,
-    dx · [gate > 0]: by the lanes kernel as it stores dx, by the scatter's workers on their
-    own images once scattered (still in cache, and no second fork-join), else in place on dx
-    after."""
-    inside = (choice.algorithm in ("lanes", "col2im") and gate is not None and gate.flags.c_contiguous
+    dx · [gate > 0]: by the lanes and blocked kernels as they store dx, by the scatter's
+    workers on their own images once scattered (still in cache, and no second fork-join),
+    else in place on dx after."""
+    inside = (choice.algorithm in ("lanes", "blocked", "col2im") and gate is not None and gate.flags.c_contiguous
               and gate.dtype == dy.dtype)
     dx = _input_grad(choice, dy, cache, gate if inside else None)
     return dx if inside else _gated(dx, gate)
@@ -617,6 +618,8 @@ def _input_grad(choice: Choice, dy, cache, gate):
             return winograd_backward(x, w, dy, pads, out_hw, stride=stride, need_dw=False, tile=TILE[choice.algorithm])[0]
         if choice.algorithm == "lanes":
             return lanes_input_grad(dy, w, x.shape, stride, pads, gate=gate)
+        if choice.algorithm == "blocked":
+            return blocked_input_grad(dy, w, x.shape, stride, pads, gate=gate)
         if choice.algorithm in ("flipped", "flipped-t"):  # stride 1 only
             # flip in space, swap C and F: wt[p', q', f, c] = w[KH-1-p', KW-1-q', c, f]
             wt = np.ascontiguousarray(w[::-1, ::-1].transpose(0, 1, 3, 2)).reshape(kh * kw * f, c)
