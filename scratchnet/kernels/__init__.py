@@ -11,8 +11,8 @@ conv2d_*                  chunked NHWC im2col (Numba, contiguous runs) + one-thr
                           turns both off); per shape, the
                           algorithm and chunk size measured fastest on this machine where
                           ``tuning`` has a measurement (``scratchnet tune``), including
-                          a register-blocked direct forward and filter gradient in explicit
-                          16-lane vectors (``blocked.py``, float32) and a direct forward with
+                          a register-blocked direct forward, filter and input gradient in
+                          explicit 16-lane vectors (``blocked.py``, float32) and a direct forward with
                           the channels in the lanes and its filter gradient (``lanes.py``,
                           float32, F ≥ 8) where they measure fastest;
                           ``conv2d_backward_params`` skips dX for a first layer

@@ -1,5 +1,6 @@
-"""A register-blocked direct convolution (forward, float32): 4 output channels × 64 output
-pixels held in sixteen 16-lane vector registers for the whole reduction over the taps.
+"""A register-blocked direct convolution (float32; forward, filter and input gradient): 4
+output channels × 64 output pixels held in sixteen 16-lane vector registers for the whole
+reduction over the taps.
 
 Why explicit vectors. Written as plain Numba loops, a direct convolution keeps its
 accumulators in memory: LLVM vectorises the pixel loop, but loads and stores the
