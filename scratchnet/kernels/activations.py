@@ -83,7 +83,7 @@ def relu(x, out=None):
         return np.maximum(x, 0, out=out)
     y = np.empty_like(x) if out is None else out
     xf, yf = x.reshape(-1), y.reshape(-1)
-    if np.shares_memory(xf, yf):
+    if out is x:
         parallel(lambda a, b: _relu_in_place(yf, a, b), xf.size, _MIN_PER_THREAD)
     else:
         parallel(lambda a, b: _relu(xf, yf, a, b), xf.size, _MIN_PER_THREAD)
@@ -106,7 +106,7 @@ def relu_backward_into(dy, x, out):
         return out
     dx = np.empty_like(dy) if out is None else out
     d, xf, o = dy.reshape(-1), x.reshape(-1), dx.reshape(-1)
-    if np.shares_memory(d, o):  # in place (``out`` is dy)
+    if out is dy:
         parallel(lambda a, b: _relu_grad_in_place(o, xf, a, b), d.size, _MIN_PER_THREAD)
     else:
         parallel(lambda a, b: _relu_grad(d, xf, o, a, b), d.size, _MIN_PER_THREAD)

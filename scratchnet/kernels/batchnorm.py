@@ -139,7 +139,7 @@ def _normalize(x, mean, var, offset, scale, eps, out=None, relu=False):
     x2 = _rows(x)
     y = np.empty(x.shape, x.dtype) if out is None else out
     y2 = y.reshape(x2.shape)
-    if np.shares_memory(x2, y2):
+    if out is x:
         parallel(lambda a, b: _affine_in_place(y2, inv, shift, a, b, relu), x2.shape[0], _MIN_ROWS)
     else:
         parallel(lambda a, b: _affine(x2, y2, inv, shift, a, b, relu), x2.shape[0], _MIN_ROWS)

@@ -490,7 +490,6 @@ def blocked_filter_grad(x, dy, kh, kw, stride, pads, out_hw):
     return np.ascontiguousarray(dw).reshape(kh, kw, c, f)
 
 
-
 # --- the input gradient: pixels in the lanes, every stride phase in one pass ------------------
 #
 #     dx[n, s·u + a, s·v + b, c] = Σ_{p ≡ a + pt, q ≡ b + pl (mod s), f}
@@ -628,10 +627,9 @@ def blocked_input_grad(dy, w, x_shape, stride, pads, gate=None):
     offsets, filters = _phase_filters(w, g)
     row = f * g.hd * g.wd + g.length
     per = grad_images_per_chunk(x_shape, dy.shape, kh, kw, s, pads)
+    rows = 4 * g.c4
     dx = np.empty(x_shape, np.float32)
     gf = None if gate is None else gate.reshape(-1)
-
-    rows = 4 * g.c4
 
     def work(a, e):
         planes = scratch("blocked_planes", (per, row), np.float32)
