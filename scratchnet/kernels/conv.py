@@ -609,7 +609,7 @@ def _gated(dx, gate):
 
 
 def _input_grad(choice: Choice, dy, cache, gate):
-    """dx by ``choice``; ``gate``: the lanes or scatter kernel's gate (None for the others)."""
+    """dx by ``choice``; ``gate``: the lanes, blocked or scatter kernel's gate (None for the others)."""
     x, w, stride, out_hw, pads = cache
     kh, kw, c, f = w.shape
     (pt, _), (pl, _) = pads
