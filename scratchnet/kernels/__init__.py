@@ -22,8 +22,8 @@ conv2d_*                  chunked NHWC im2col (Numba, contiguous runs) + one-thr
                           pool into its output transform, the others one sweep after it;
                           ``conv2d_forward_relu`` the training forward with its ReLU, the same way;
                           ``conv2d_backward_relu`` the backward with the ReLU before it (the
-                          lanes input gradient applies it as it stores dx, the scatter's
-                          workers on their own images, the others in place)
+                          lanes and blocked input gradients apply it as they store dx, the
+                          scatter's workers on their own images, the others in place)
 max_pool_*                one Numba pass writing max and uint8 argmax; backward writes dx once
                           when the windows tile the input, else scatters through the argmax
                           (``max_pool_backward_relu``: with the ReLU before it, in that pass);

@@ -95,6 +95,12 @@ def relu_backward(dy, x):
     return relu_backward_into(dy, x, None)
 
 
+def relu_mask(dx, gate):
+    """dx · [gate > 0] in place (the backward of the ReLU before a layer, on that layer's
+    fresh dx), or dx itself if gate is None."""
+    return dx if gate is None else relu_backward_into(dx, gate, dx)
+
+
 def relu_backward_into(dy, x, out):
     """``relu_backward`` into ``out`` if not None (which may be dy itself: one stream fewer)."""
     if not (dy.flags.c_contiguous and x.flags.c_contiguous) or dy.shape != x.shape \

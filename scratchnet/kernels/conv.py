@@ -69,7 +69,7 @@ from numba import uint64 as U
 from ..ops.conv import spatial_geometry
 from . import tuning
 from ._runtime import blas_single, chosen_chunk, chunk_size, njit, parallel, parallel_sum, scratch
-from .activations import _relu_grad_in_place, relu_backward_into
+from .activations import _relu_grad_in_place, relu_mask
 from .blocked import blocked_filter_grad, blocked_forward, blocked_input_grad
 from .lanes import lanes_filter_grad, lanes_forward, lanes_input_grad
 from .tuning import Choice, conv_key
@@ -600,12 +600,7 @@ def input_grad_with(choice: Choice, dy, cache, gate=None):
     inside = (choice.algorithm in ("lanes", "blocked", "col2im") and gate is not None and gate.flags.c_contiguous
               and gate.dtype == dy.dtype)
     dx = _input_grad(choice, dy, cache, gate if inside else None)
-    return dx if inside else _gated(dx, gate)
-
-
-def _gated(dx, gate):
-    """dx · [gate > 0] in place (a ReLU's backward on the fresh dx), or dx if gate is None."""
-    return dx if gate is None else relu_backward_into(dx, gate, dx)
+    return dx if inside else relu_mask(dx, gate)
 
 
 def _input_grad(choice: Choice, dy, cache, gate):
@@ -638,7 +633,7 @@ def backward_with(choice: Choice, dy, cache, dx_choice: Choice | None = None, dw
         x, w, stride, out_hw, pads = cache
         with chunk_size(choice.chunk):
             dx, dw = winograd_backward(x, w, dy, pads, out_hw, stride=stride, tile=TILE[choice.algorithm])
-        return _gated(dx, gate), dw
+        return relu_mask(dx, gate), dw
     key = _cache_key(cache)
     return (input_grad_with(dx_choice or choose("dx", key), dy, cache, gate),
             filter_grad_with(dw_choice or choose("dw", key), dy, cache))

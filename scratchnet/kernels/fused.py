@@ -66,11 +66,10 @@ def conv2d_forward_relu(x, w, b, stride: int = 1, padding: str = "SAME"):
 
 
 def conv2d_backward_relu(dy, cache, relu_cache):
-    """``ops.fused.conv2d_backward_relu``: the ReLU's backward applied as the lanes input
-    gradient stores dx, by the scatter's workers on their own images, else in place on dx
-    right after (``conv.input_grad_with``): for
-    conv-nobn's conv2, whose dx is relu1's dy (7.5 MB), one pass and one array fewer than
-    the two layers' ops."""
+    """``ops.fused.conv2d_backward_relu``: the ReLU's backward applied as the lanes and
+    blocked input gradients store dx, by the scatter's workers on their own images, else in
+    place on dx right after (``conv.input_grad_with``): for conv-nobn's conv2, whose dx is
+    relu1's dy (7.5 MB), one pass and one array fewer than the two layers' ops."""
     return gated_backward(dy, cache, relu_cache)
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..ops.conv import spatial_geometry
 from ._runtime import njit, parallel
-from .activations import relu_backward_into
+from .activations import relu_mask
 
 # Input elements a worker must get before the pass is split: waking the second worker costs
 # more than a small pool saves (deep-CNN at batch 10, pool2's backward over 125 K elements:
@@ -163,4 +163,4 @@ def max_pool_backward_relu(dy, cache, relu_cache):
         return dx
     dx = np.zeros(x_shape, dy.dtype)
     _split(lambda a, b: _pool_backward(dy, arg, dx, a, b, kw, sh, sw, pt, pl), x_shape)
-    return dx if relu_cache is None else relu_backward_into(dx, relu_cache, dx)
+    return relu_mask(dx, relu_cache)
