@@ -189,7 +189,8 @@ INFER_BLOCK = 128
 def lstm_infer(x, kernel, bias, forget_bias: float = 1.0, all_steps: bool = True):
     """h [N, T, H] (``all_steps``) or the last step's h [N, H], keeping nothing for backward.
 
-    The forward's arithmetic in the same order (so the same values), but each worker runs
+    The forward's arithmetic in the same order (the same values, up to a BLAS that rounds a
+    row by its place in the GEMM: OpenBLAS's AVX2 sgemm does, by 1 ulp), but each worker runs
     blocks of ``INFER_BLOCK`` rows through all T steps with only the current [x_t, h, 1],
     c and gates: the forward's [T, N, D+H+1] inputs, [T, N, 4H] gates and [T, N, H] cell
     states (18 + 57 + 28 MB at N = 1,000) are never written."""

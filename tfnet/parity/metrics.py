@@ -66,6 +66,7 @@ class Case:
     first_failure: str | None = None   # "tensor" (layers, models) or "step N: tensor" (trajectories)
     failing_step: int | None = None
     drift: dict = field(default_factory=dict)  # trajectories: step -> max error of the state
+    resynced_at: str | None = None  # models: the max-pool below which layers take TF's inputs (ties)
 
     @property
     def ok(self) -> bool:
