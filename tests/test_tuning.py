@@ -25,6 +25,7 @@ import pytest
 import scratchnet.kernels as fast
 import scratchnet.ops as ref
 from scratchnet.kernels import conv, tuning
+from scratchnet.kernels.blocked import VARIANTS as BLOCKED
 from scratchnet.kernels.lanes import applies as lanes_apply
 from scratchnet.kernels.winograd import winograd_applies
 from scratchnet.kernels.tuning import PASSES, Choice, Store, candidates, conv_key, key_text, runner
@@ -63,7 +64,7 @@ def check_candidates(case, dtype, expect=()):
     seen = set()
     for pass_ in PASSES:
         choices = candidates(pass_, key)
-        tiny = {Choice(c.algorithm, 1 if c.algorithm in ("wide", "winograd", "winograd4", "blocked", "lanes") else 37)
+        tiny = {Choice(c.algorithm, 1 if c.algorithm in ("wide", "winograd", "winograd4", *BLOCKED, "lanes") else 37)
                 for c in choices}
         choices += sorted(tiny) + ([Choice("split")] if pass_ == "bwd" else [])
         for choice in choices:
@@ -91,7 +92,7 @@ class TestEveryCandidate:
     def test_flipped_even_kernel(self, dtype): check_candidates((3, 14, 14, 6, 6, 6, 5, 1, "SAME"), dtype, ["flipped"])  # noqa: E704
     def test_non_square_valid(self, dtype): check_candidates((2, 9, 8, 5, 3, 3, 4, 2, "VALID"), dtype)  # noqa: E704
     def test_wide_c4_non_square(self, dtype): check_candidates((4, 9, 7, 4, 2, 5, 3, 1, "SAME"), dtype, ["wide"])  # noqa: E704
-    def test_stride3_narrow_odd(self, dtype): check_candidates((2, 11, 10, 3, 4, 4, 7, 3, "SAME"), dtype, ["blocked"] if dtype == np.float32 else [])  # noqa: E704
+    def test_stride3_narrow_odd(self, dtype): check_candidates((2, 11, 10, 3, 4, 4, 7, 3, "SAME"), dtype, BLOCKED if dtype == np.float32 else [])  # noqa: E704
     def test_batch_one(self, dtype): check_candidates((1, 5, 5, 1, 3, 3, 2, 1, "SAME"), dtype)  # noqa: E704
 
 
@@ -360,19 +361,19 @@ def test_tune_command_refuses_an_unknown_recipe(tmp_path):
 
 
 def test_the_register_blocked_kernels_are_float32_candidates_only():
-    """``blocked`` (forward, filter gradient, and input gradient where the stride's phases
-    of ⌈C/4⌉·4 channels fit 16 rows) and ``lanes`` (forward for F ≥ 8, input gradient for
+    """``blocked`` and ``blocked16`` (forward, filter gradient, and input gradient where the
+    stride's phases of ⌈C/4⌉·4 channels fit 16 rows) and ``lanes`` (forward for F ≥ 8, input gradient for
     C ≥ 4, filter gradient for F ≥ 8 where C has a divisor 4-12 that fits the register
     block: not C = 4 with two vectors of F) hold 16 float32 lanes per register: timed (and
     pinned above) in float32, never offered in float64."""
     for dtype, offered in ((np.float32, True), (np.float64, False)):
         key, _, _ = setup((2, 28, 28, 6, 5, 5, 12, 2, "SAME"), dtype)
         for pass_ in ("fwd", "dw", "dx"):
-            assert ("blocked" in {c.algorithm for c in candidates(pass_, key)}) is offered
-        assert "blocked" not in {c.algorithm for c in candidates("bwd", key)}
+            assert (set(BLOCKED) <= {c.algorithm for c in candidates(pass_, key)}) is offered
+        assert not set(BLOCKED) & {c.algorithm for c in candidates("bwd", key)}
         for c, stride, fits in ((4, 3, True), (5, 3, False), (8, 2, True), (9, 2, False), (16, 1, True), (17, 1, False)):
             key, _, _ = setup((2, 14, 14, c, 3, 3, 8, stride, "SAME"), dtype)
-            assert ("blocked" in {c.algorithm for c in candidates("dx", key)}) is (offered and fits)
+            assert (set(BLOCKED) <= {c.algorithm for c in candidates("dx", key)}) is (offered and fits)
         for c, f in ((8, 32), (8, 48), (12, 64), (16, 96), (4, 32), (8, 24), (8, 40), (6, 12), (4, 6)):
             key, _, _ = setup((2, 14, 14, c, 3, 3, f, 1, "SAME"), dtype)
             assert ("lanes" in {c.algorithm for c in candidates("fwd", key)}) is (offered and f >= 8)
@@ -398,7 +399,7 @@ def test_the_register_blocked_kernels_never_read_stale_scratch(monkeypatch):
     for case in ((4, 9, 7, 4, 2, 5, 3, 1, "SAME"), (3, 28, 28, 6, 5, 5, 12, 2, "SAME"), (3, 9, 10, 8, 3, 3, 32, 2, "SAME")):
         key, arrays, want = setup(case, np.float32)
         for pass_ in ("fwd", "dx", "dw"):
-            for algorithm in {c.algorithm for c in candidates(pass_, key)} & {"blocked", "lanes"}:
+            for algorithm in {c.algorithm for c in candidates(pass_, key)} & {*BLOCKED, "lanes"}:
                 for choice in (Choice(algorithm), Choice(algorithm, 1), Choice(algorithm, 116)):
                     close(runner(pass_, choice, key, arrays)(), want[pass_][0], np.float32, f"{pass_} {choice}")
 
@@ -408,7 +409,7 @@ FUSED_CASES = [(3, 28, 28, 1, 5, 5, 32, 1, "SAME"), (2, 28, 28, 1, 6, 6, 24, 1, 
                DEEP2, (2, 9, 11, 16, 5, 5, 16, 1, "VALID"), (2, 28, 28, 24, 5, 5, 48, 2, "SAME")]
 
 
-@pytest.mark.parametrize("case, forward", [(c, f) for c in FUSED_CASES for f in ("blocked", "lanes", "winograd4", "built-in")
+@pytest.mark.parametrize("case, forward", [(c, f) for c in FUSED_CASES for f in (*BLOCKED, "lanes", "winograd4", "built-in")
                                            if (f != "lanes" or lanes_apply("fwd", c[3], c[6], np.float32))
                                            and (f != "winograd4" or winograd_applies(*c[4:6], c[3], c[6], c[7]))],
                          ids=lambda c: f"{c[1]}x{c[2]}x{c[3]}-{c[4]}x{c[5]}to{c[6]}-s{c[7]}" if isinstance(c, tuple) else c)
@@ -436,7 +437,7 @@ def test_the_fused_inference_op_equals_its_ops_one_by_one(empty_store, monkeypat
     key, (x, w, b, _, _), _ = setup(case, np.float32)
     if forward != "built-in":
         fake_entry(empty_store, "fwd", key, f"{forward}/1")
-    assert conv.choose("fwd", key).algorithm == forward or forward == "built-in" and conv.choose("fwd", key).algorithm not in ("blocked", "lanes")
+    assert conv.choose("fwd", key).algorithm == forward or forward == "built-in" and conv.choose("fwd", key).algorithm not in (*BLOCKED, "lanes")
     stride, padding, f = case[7], case[8], case[6]
     rng = np.random.default_rng(5)
     stats = rng.normal(0, 0.5, f).astype(np.float32), rng.uniform(0.5, 2, f).astype(np.float32)

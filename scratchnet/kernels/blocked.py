@@ -38,6 +38,9 @@ from ._runtime import chosen_chunk, njit, parallel, parallel_sum, scratch
 
 LANES = 16
 PIXELS = 4 * LANES  # per register block
+# The tuning candidates, by register block: 4 channels × 64 pixels (sixteen <16 x float>
+# accumulators: AVX-512's 32 registers) or × 16 pixels (four: AVX2's 16 registers of 8 lanes).
+VARIANTS = ("blocked", "blocked16")
 _VT = ir.VectorType(ir.FloatType(), LANES)
 
 
@@ -212,6 +215,26 @@ def _blocks(planes, offsets, w4, out, count, length):
                 vstore(r3, t0, a30); vstore(r3, t0 + 16, a31); vstore(r3, t0 + 32, a32); vstore(r3, t0 + 48, a33)  # noqa: E702
 
 
+@njit
+def _blocks16(planes, offsets, w4, out, count, length):
+    """``_blocks`` with a register block of 4 channels × 16 pixels: 4 accumulators, for CPUs
+    with 16 vector registers of 8 lanes (AVX2), where the 4 × 64 block's sixteen <16 x float>
+    accumulators take 32 registers and spill to the stack at every multiply-add."""
+    taps = offsets.size
+    for m in range(count):
+        src = planes[m]
+        for fb in range(w4.shape[0]):
+            wb = w4[fb]
+            r0, r1, r2, r3 = out[m, 4 * fb], out[m, 4 * fb + 1], out[m, 4 * fb + 2], out[m, 4 * fb + 3]
+            for t0 in range(0, length, LANES):
+                a0 = vzero(); a1 = vzero(); a2 = vzero(); a3 = vzero()  # noqa: E702
+                for k in range(taps):
+                    x = vload(src, offsets[k] + t0)
+                    wk = wb[k]
+                    a0 = vfma(x, wk[0], a0); a1 = vfma(x, wk[1], a1); a2 = vfma(x, wk[2], a2); a3 = vfma(x, wk[3], a3)  # noqa: E702
+                vstore(r0, t0, a0); vstore(r1, t0, a1); vstore(r2, t0, a2); vstore(r3, t0, a3)  # noqa: E702
+
+
 @intrinsic
 def vgated(typingctx, v, gate, idx, count):
     """v where gate[idx : idx + count] > 0, else 0 (the lanes from count on: 0; a masked
@@ -355,14 +378,14 @@ def _tap_offsets(c, kh, kw, s, hh1, wh):
                      for p in range(kh) for q in range(kw) for ch in range(c)], np.int64)
 
 
-def blocked_forward(x, w, b, stride, pads, out_hw, *, affine=None, relu=False, pool=False):
+def blocked_forward(x, w, b, stride, pads, out_hw, *, affine=None, relu=False, pool=False, narrow=False):
     """y [N, Ho, Wo, F] = conv(x, w) + b, float32, by register blocks (see the module
     docstring); each worker takes whole images, a chunk of them at a time. Inference can
     fuse the layers after it into the write of y: ``affine`` = (mul, add) [F] a batch
     normalisation with fixed statistics, y·mul + add; ``relu`` max(y, 0); ``pool`` (not with
     ``affine``) a 2 × 2 max-pool of stride 2 (even Ho, Wo: ``fused.pool_fusable``; y is
     then [N, Ho/2, Wo/2, F]), taken before the bias and the ReLU, which both commute with
-    the max (rounding is monotone)."""
+    the max (rounding is monotone). ``narrow``: the 4 × 16 register block (``_blocks16``)."""
     from .conv import _phase_planes
 
     n, _, _, c = x.shape
@@ -381,6 +404,7 @@ def blocked_forward(x, w, b, stride, pads, out_hw, *, affine=None, relu=False, p
     y = np.empty((n, ho2, wo2, f) if pool else (n, ho, wo, f), np.float32)
     per = images_per_chunk(g)
     pooled_length = -(-ho2 * wo2 // LANES) * LANES
+    blocks = _blocks16 if narrow else _blocks
 
     def work(a, e):
         planes = scratch("blocked_planes", (per, g.row), np.float32)
@@ -391,7 +415,7 @@ def blocked_forward(x, w, b, stride, pads, out_hw, *, affine=None, relu=False, p
         for s0 in range(a, e, per):
             m = min(per, e - s0)
             _phase_planes(x[s0:s0 + m], planes[:m, :per_image].reshape(m, s, s, c, hh1, wh), pt, pl)
-            _blocks(planes, offsets, w4, out, m, length)
+            blocks(planes, offsets, w4, out, m, length)
             if pool:
                 _pool2(out, pooled_rows[:per * f].reshape(per, f, pooled_length), m, f, wh, ho2, wo2)
                 _to_nhwc(pooled_rows.reshape(-1), f, pooled_length, y, s0, m, wo2, vectors, affine is not None, relu)
@@ -455,9 +479,32 @@ def _filter_blocks(planes, offsets4, dyw, acc, count, length):
             r[3, 0] += vsum(a30); r[3, 1] += vsum(a31); r[3, 2] += vsum(a32); r[3, 3] += vsum(a33)  # noqa: E702
 
 
-def blocked_filter_grad(x, dy, kh, kw, stride, pads, out_hw):
-    """dw [KH, KW, C, F] of the convolution, float32, by register blocks (see above); the
-    images are summed in parts fixed by the shape (``parallel_sum``)."""
+@njit
+def _filter_blocks16(planes, offsets4, dyw, acc, count, length):
+    """``_filter_blocks`` in register blocks of 2 taps × 2 channels (4 accumulators, 4 loads
+    per 4 FMAs): for 16 vector registers of 8 lanes, as ``_blocks16``."""
+    for kb in range(offsets4.shape[0]):
+        for a in range(0, 4, 2):
+            o0, o1 = offsets4[kb, a], offsets4[kb, a + 1]
+            for fb in range(acc.shape[1]):
+                for b in range(0, 4, 2):
+                    a00 = vzero(); a01 = vzero(); a10 = vzero(); a11 = vzero()  # noqa: E702
+                    for m in range(count):
+                        src = planes[m]
+                        g0, g1 = dyw[m, 4 * fb + b], dyw[m, 4 * fb + b + 1]
+                        for t in range(0, length, LANES):
+                            x0 = vload(src, o0 + t); x1 = vload(src, o1 + t)  # noqa: E702
+                            d0 = vload(g0, t); d1 = vload(g1, t)  # noqa: E702
+                            a00 = vfmav(x0, d0, a00); a01 = vfmav(x0, d1, a01)  # noqa: E702
+                            a10 = vfmav(x1, d0, a10); a11 = vfmav(x1, d1, a11)  # noqa: E702
+                    r = acc[kb, fb]
+                    r[a, b] += vsum(a00); r[a, b + 1] += vsum(a01)  # noqa: E702
+                    r[a + 1, b] += vsum(a10); r[a + 1, b + 1] += vsum(a11)  # noqa: E702
+
+
+def blocked_filter_grad(x, dy, kh, kw, stride, pads, out_hw, *, narrow=False):
+    """dw [KH, KW, C, F] of the convolution, float32, by register blocks (see above; ``narrow``:
+    2 × 2, ``_filter_blocks16``); the images are summed in parts fixed by the shape (``parallel_sum``)."""
     from .conv import _phase_planes
 
     n, _, _, c = x.shape
@@ -472,6 +519,7 @@ def blocked_filter_grad(x, dy, kh, kw, stride, pads, out_hw):
     offsets[:taps] = _tap_offsets(c, kh, kw, s, hh1, wh)
     offsets4 = offsets.reshape(k4, 4)
     per = images_per_chunk(g)
+    filter_blocks = _filter_blocks16 if narrow else _filter_blocks
 
     def work(a, e):
         planes = scratch("blocked_planes", (per, g.row), np.float32)
@@ -482,7 +530,7 @@ def blocked_filter_grad(x, dy, kh, kw, stride, pads, out_hw):
             m = min(per, e - s0)
             _phase_planes(x[s0:s0 + m], planes[:m, :per_image].reshape(m, s, s, c, hh1, wh), pt, pl)
             _dy_wide(dy, dyw, s0, m, wh, length)
-            _filter_blocks(planes, offsets4, dyw, acc, m, length)
+            filter_blocks(planes, offsets4, dyw, acc, m, length)
         return acc
 
     acc = parallel_sum(work, n, per)
@@ -615,10 +663,10 @@ def grad_applies(c: int, stride: int, dtype) -> bool:
     return np.dtype(dtype) == np.float32 and stride * 4 * -(-c // 4) <= LANES
 
 
-def blocked_input_grad(dy, w, x_shape, stride, pads, gate=None):
-    """dx [N, H, W, C] of the convolution, float32, by register blocks (see above); each
-    worker takes whole images, a chunk at a time. ``gate`` (x's shape, C-contiguous): the
-    cache of a ReLU before the layer, applied as dx is written, dx · [gate > 0]."""
+def blocked_input_grad(dy, w, x_shape, stride, pads, gate=None, *, narrow=False):
+    """dx [N, H, W, C] of the convolution, float32, by register blocks (see above; ``narrow``:
+    ``_blocks16``); each worker takes whole images, a chunk at a time. ``gate`` (x's shape,
+    C-contiguous): the cache of a ReLU before the layer, applied as dx is written, dx · [gate > 0]."""
     assert grad_applies(x_shape[3], stride, np.float32), "blocked_input_grad: C too wide for its stride"
     n = x_shape[0]
     kh, kw, c, f = w.shape
@@ -630,6 +678,7 @@ def blocked_input_grad(dy, w, x_shape, stride, pads, gate=None):
     rows = 4 * g.c4
     dx = np.empty(x_shape, np.float32)
     gf = None if gate is None else gate.reshape(-1)
+    blocks = _blocks16 if narrow else _blocks
 
     def work(a, e):
         planes = scratch("blocked_planes", (per, row), np.float32)
@@ -640,7 +689,7 @@ def blocked_input_grad(dy, w, x_shape, stride, pads, gate=None):
             m = min(per, e - s0)
             _dy_planes(dy, planes, s0, m, g.top, g.left, g.hd, g.wd)
             for k in range(s * s):
-                _blocks(planes, offsets[k], filters[k], out[:, k], m, g.length)
+                blocks(planes, offsets[k], filters[k], out[:, k], m, g.length)
             _phases_to_nhwc(flat.reshape(-1), rows, g.length, dx, s0, m, s, g.wd, gf)
 
     parallel(work, n)

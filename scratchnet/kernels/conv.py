@@ -70,7 +70,7 @@ from ..ops.conv import spatial_geometry
 from . import tuning
 from ._runtime import blas_single, chosen_chunk, chunk_size, njit, parallel, parallel_sum, scratch
 from .activations import _relu_grad_in_place, relu_mask
-from .blocked import blocked_filter_grad, blocked_forward, blocked_input_grad
+from .blocked import VARIANTS as BLOCKED, blocked_filter_grad, blocked_forward, blocked_input_grad
 from .lanes import lanes_filter_grad, lanes_forward, lanes_input_grad
 from .tuning import Choice, conv_key
 from .winograd import TILE, use_winograd, winograd_backward, winograd_forward
@@ -117,11 +117,12 @@ def conv_algorithm(name: str):
 #        lanes (float32, C ≥ 4: C in the lanes, each stride phase's taps only), blocked (float32,
 #        s·4·⌈C/4⌉ ≤ 16: pixels in the lanes, each stride phase a stride-1 register-blocked pass)
 #   dw   im2col, wide, winograd, blocked (float32: 4 taps × 4 channels in registers, reduced over pixels),
+#        blocked16 (each of the three blocked kernels with the register block that fits AVX2's registers),
 #        lanes (float32: 4-12 input channels × 1-3 output-channel vectors, the same)
 #   bwd  winograd (dx and dw in one pass, sharing dY's transform) or split (dx and dw apart)
-ALGORITHMS = {"fwd": ("im2col", "im2col-t", "wide", "winograd", "winograd4", "blocked", "lanes"),
-              "dx": ("col2im", "flipped", "flipped-t", "winograd", "winograd4", "lanes", "blocked"),
-              "dw": ("im2col", "wide", "winograd", "winograd4", "blocked", "lanes"),
+ALGORITHMS = {"fwd": ("im2col", "im2col-t", "wide", "winograd", "winograd4", *BLOCKED, "lanes"),
+              "dx": ("col2im", "flipped", "flipped-t", "winograd", "winograd4", "lanes", *BLOCKED),
+              "dw": ("im2col", "wide", "winograd", "winograd4", *BLOCKED, "lanes"),
               "bwd": ("winograd", "winograd4", "split")}
 
 
@@ -499,8 +500,8 @@ def forward_with(choice: Choice, x, w, b, stride, pads, out_hw):
     with chunk_size(choice.chunk):
         if choice.algorithm in TILE:
             return winograd_forward(x, w, b, pads, out_hw, stride=stride, tile=TILE[choice.algorithm])
-        if choice.algorithm == "blocked":
-            return blocked_forward(x, w, b, stride, pads, out_hw)
+        if choice.algorithm in BLOCKED:
+            return blocked_forward(x, w, b, stride, pads, out_hw, narrow=choice.algorithm == "blocked16")
         if choice.algorithm == "lanes":
             return lanes_forward(x, w, b, stride, pads, out_hw)
         w2 = np.ascontiguousarray(w).reshape(kh * kw * c, f)
@@ -575,8 +576,8 @@ def filter_grad_with(choice: Choice, dy, cache):
     with chunk_size(choice.chunk):
         if choice.algorithm in TILE:
             return winograd_backward(x, w, dy, pads, out_hw, stride=stride, need_dx=False, tile=TILE[choice.algorithm])[1]
-        if choice.algorithm == "blocked":
-            return blocked_filter_grad(x, dy, kh, kw, stride, pads, out_hw)
+        if choice.algorithm in BLOCKED:
+            return blocked_filter_grad(x, dy, kh, kw, stride, pads, out_hw, narrow=choice.algorithm == "blocked16")
         if choice.algorithm == "lanes":
             return lanes_filter_grad(x, dy, kh, kw, stride, pads, out_hw)
         if choice.algorithm == "wide":
@@ -597,7 +598,7 @@ def input_grad_with(choice: Choice, dy, cache, gate=None):
     dx · [gate > 0]: by the lanes and blocked kernels as they store dx, by the scatter's
     workers on their own images once scattered (still in cache, and no second fork-join),
     else in place on dx after."""
-    inside = (choice.algorithm in ("lanes", "blocked", "col2im") and gate is not None and gate.flags.c_contiguous
+    inside = (choice.algorithm in ("lanes", *BLOCKED, "col2im") and gate is not None and gate.flags.c_contiguous
               and gate.dtype == dy.dtype)
     dx = _input_grad(choice, dy, cache, gate if inside else None)
     return dx if inside else relu_mask(dx, gate)
@@ -613,8 +614,8 @@ def _input_grad(choice: Choice, dy, cache, gate):
             return winograd_backward(x, w, dy, pads, out_hw, stride=stride, need_dw=False, tile=TILE[choice.algorithm])[0]
         if choice.algorithm == "lanes":
             return lanes_input_grad(dy, w, x.shape, stride, pads, gate=gate)
-        if choice.algorithm == "blocked":
-            return blocked_input_grad(dy, w, x.shape, stride, pads, gate=gate)
+        if choice.algorithm in BLOCKED:
+            return blocked_input_grad(dy, w, x.shape, stride, pads, gate=gate, narrow=choice.algorithm == "blocked16")
         if choice.algorithm in ("flipped", "flipped-t"):  # stride 1 only
             # flip in space, swap C and F: wt[p', q', f, c] = w[KH-1-p', KW-1-q', c, f]
             wt = np.ascontiguousarray(w[::-1, ::-1].transpose(0, 1, 3, 2)).reshape(kh * kw * f, c)

@@ -24,7 +24,7 @@ from __future__ import annotations
 from ._runtime import chunk_size
 from .activations import relu as relu_op
 from .batchnorm import _normalize, scale_shift
-from .blocked import blocked_forward
+from .blocked import VARIANTS as BLOCKED, blocked_forward
 from .conv import forward_plan, forward_with, gated_backward
 from .dense import dense_forward
 from .lanes import lanes_forward, poolable
@@ -76,14 +76,15 @@ def conv2d_backward_relu(dy, cache, relu_cache):
 def _fused(plan, w, b, stride, bn, relu, pool):
     """``conv2d_infer`` for the ``forward_plan`` ``plan``."""
     x, choice, pads, out_hw = plan
-    if choice.algorithm not in ("blocked", "lanes", *TILE):
+    if choice.algorithm not in (*BLOCKED, "lanes", *TILE):
         y = _pointwise(forward_with(choice, x, w, b, stride, pads, out_hw), bn, relu)
         return max_pool(y, *pool) if pool is not None else y
     fuse = pool is not None and bn is None and pool_fusable(pool, out_hw)
     affine = scale_shift(*bn, x.dtype)[1:] if bn is not None else None
     with chunk_size(choice.chunk):
-        if choice.algorithm == "blocked":
-            y = blocked_forward(x, w, b, stride, pads, out_hw, affine=affine, relu=relu, pool=fuse)
+        if choice.algorithm in BLOCKED:
+            y = blocked_forward(x, w, b, stride, pads, out_hw, affine=affine, relu=relu, pool=fuse,
+                                narrow=choice.algorithm == "blocked16")
         elif choice.algorithm == "lanes":
             fuse = fuse and poolable(w.shape[3], out_hw)
             y = lanes_forward(x, w, b, stride, pads, out_hw, affine=affine, relu=relu, pool=fuse)

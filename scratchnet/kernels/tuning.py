@@ -60,7 +60,7 @@ import numpy as np
 from ..cpu import cpuinfo, model_name
 from ._runtime import CACHE_DIR, NUM_THREADS
 
-KERNEL_VERSION = 15  # bump when a kernel's speed changes enough to void earlier measurements
+KERNEL_VERSION = 16  # bump when a kernel's speed changes enough to void earlier measurements
 FORMAT = 2  # 2: "ms" holds the fastest round, "median_ms" the median
 PASSES = ("fwd", "dx", "dw", "bwd")
 REPEATS = 5
@@ -135,7 +135,7 @@ def _around(default: int, cap: int) -> list[int]:
 def _applicable(pass_: str, key: tuple) -> dict[str, tuple[int, int]]:
     """``{algorithm: (default chunk, largest useful chunk)}`` of the algorithms valid for
     this pass and shape (the chunk rules are the kernels' own: ``conv._chunk_rows``, …)."""
-    from .blocked import geometry as blocked_geometry
+    from .blocked import VARIANTS as BLOCKED, geometry as blocked_geometry
     from .blocked import grad_applies, grad_images_per_chunk, images_per_chunk
     from .conv import WIDE_MAX_CHANNELS, _chunk_rows, _wide_chunks
     from . import lanes
@@ -161,9 +161,10 @@ def _applicable(pass_: str, key: tuple) -> dict[str, tuple[int, int]]:
     elif pass_ == "dw":
         out["im2col"] = rows_in, rows_out
     if pass_ in ("fwd", "dw") and dtype == np.float32:  # 16 float32 lanes per register
-        out["blocked"] = images_per_chunk(blocked_geometry(c, kh, kw, f, s, ho, wo)), share
+        out.update(dict.fromkeys(BLOCKED, (images_per_chunk(blocked_geometry(c, kh, kw, f, s, ho, wo)), share)))
     if pass_ == "dx" and grad_applies(c, s, dtype):
-        out["blocked"] = grad_images_per_chunk((n, h, w, c), (n, ho, wo, f), kh, kw, s, (key[8][:2], key[8][2:])), share
+        chunk = grad_images_per_chunk((n, h, w, c), (n, ho, wo, f), kh, kw, s, (key[8][:2], key[8][2:]))
+        out.update(dict.fromkeys(BLOCKED, (chunk, share)))
     if pass_ != "bwd" and lanes.applies(pass_, c, f, dtype):
         out["lanes"] = lanes.images_per_chunk(pass_, (n, h, w, c), (kh, kw, c, f), s, key[8][::2], (ho, wo)), share
     if pass_ in ("fwd", "dw") and c <= WIDE_MAX_CHANNELS:
