@@ -47,9 +47,10 @@ Backward, with dY [N, Ho, Wo, F] seen as a matrix [N·Ho·Wo, F]:
 Which of these runs (and with which chunk size) is decided per layer shape by ``choose``:
 by measurement on this machine where ``kernels.tuning`` has a cached result (``scratchnet
 tune``, or ``SCRATCHNET_TUNE=1`` at first use), else by the built-in rules above
-(``_builtin``). Two families of candidates are never built-in rules: ``blocked``
-(``blocked.py``), a direct convolution (forward and filter gradient) in explicit 16-lane
-float32 vector registers, which wins on the narrow layers where it is measured, and
+(``_builtin``). Two families of candidates are never built-in rules: ``blocked`` and
+``blocked16`` (``blocked.py``), a direct convolution (forward, filter and input gradient) in
+explicit 16-lane float32 vector registers, in register blocks for 32 or for 16 vector
+registers, which wins on the narrow layers where it is measured, and
 ``lanes`` (``lanes.py``), direct convolutions (forward, input and filter gradients) with
 the output channels in the vector lanes.
 Every candidate computes the same convolution (``tests/test_tuning.py``), rounded its own
@@ -117,9 +118,9 @@ def conv_algorithm(name: str):
 #        lanes (float32, C ≥ 4: C in the lanes, each stride phase's taps only), blocked (float32,
 #        s·4·⌈C/4⌉ ≤ 16: pixels in the lanes, each stride phase a stride-1 register-blocked pass)
 #   dw   im2col, wide, winograd, blocked (float32: 4 taps × 4 channels in registers, reduced over pixels),
-#        blocked16 (each of the three blocked kernels with the register block that fits AVX2's registers),
 #        lanes (float32: 4-12 input channels × 1-3 output-channel vectors, the same)
 #   bwd  winograd (dx and dw in one pass, sharing dY's transform) or split (dx and dw apart)
+# and beside each blocked, blocked16: the same kernel with a register block that fits AVX2's 16 registers.
 ALGORITHMS = {"fwd": ("im2col", "im2col-t", "wide", "winograd", "winograd4", *BLOCKED, "lanes"),
               "dx": ("col2im", "flipped", "flipped-t", "winograd", "winograd4", "lanes", *BLOCKED),
               "dw": ("im2col", "wide", "winograd", "winograd4", *BLOCKED, "lanes"),
