@@ -235,6 +235,9 @@ def _blocks16(planes, offsets, w4, out, count, length):
                 vstore(r0, t0, a0); vstore(r1, t0, a1); vstore(r2, t0, a2); vstore(r3, t0, a3)  # noqa: E702
 
 
+_BLOCKS = dict(zip(VARIANTS, (_blocks, _blocks16)))  # the micro-kernel of each variant
+
+
 @intrinsic
 def vgated(typingctx, v, gate, idx, count):
     """v where gate[idx : idx + count] > 0, else 0 (the lanes from count on: 0; a masked
@@ -378,14 +381,14 @@ def _tap_offsets(c, kh, kw, s, hh1, wh):
                      for p in range(kh) for q in range(kw) for ch in range(c)], np.int64)
 
 
-def blocked_forward(x, w, b, stride, pads, out_hw, *, affine=None, relu=False, pool=False, narrow=False):
+def blocked_forward(x, w, b, stride, pads, out_hw, *, affine=None, relu=False, pool=False, variant="blocked"):
     """y [N, Ho, Wo, F] = conv(x, w) + b, float32, by register blocks (see the module
     docstring); each worker takes whole images, a chunk of them at a time. Inference can
     fuse the layers after it into the write of y: ``affine`` = (mul, add) [F] a batch
     normalisation with fixed statistics, y·mul + add; ``relu`` max(y, 0); ``pool`` (not with
     ``affine``) a 2 × 2 max-pool of stride 2 (even Ho, Wo: ``fused.pool_fusable``; y is
     then [N, Ho/2, Wo/2, F]), taken before the bias and the ReLU, which both commute with
-    the max (rounding is monotone). ``narrow``: the 4 × 16 register block (``_blocks16``)."""
+    the max (rounding is monotone). ``variant``: the register block, one of ``VARIANTS``."""
     from .conv import _phase_planes
 
     n, _, _, c = x.shape
@@ -404,7 +407,7 @@ def blocked_forward(x, w, b, stride, pads, out_hw, *, affine=None, relu=False, p
     y = np.empty((n, ho2, wo2, f) if pool else (n, ho, wo, f), np.float32)
     per = images_per_chunk(g)
     pooled_length = -(-ho2 * wo2 // LANES) * LANES
-    blocks = _blocks16 if narrow else _blocks
+    blocks = _BLOCKS[variant]
 
     def work(a, e):
         planes = scratch("blocked_planes", (per, g.row), np.float32)
@@ -502,9 +505,12 @@ def _filter_blocks16(planes, offsets4, dyw, acc, count, length):
                     r[a + 1, b] += vsum(a10); r[a + 1, b + 1] += vsum(a11)  # noqa: E702
 
 
-def blocked_filter_grad(x, dy, kh, kw, stride, pads, out_hw, *, narrow=False):
-    """dw [KH, KW, C, F] of the convolution, float32, by register blocks (see above; ``narrow``:
-    2 × 2, ``_filter_blocks16``); the images are summed in parts fixed by the shape (``parallel_sum``)."""
+_FILTER_BLOCKS = dict(zip(VARIANTS, (_filter_blocks, _filter_blocks16)))
+
+
+def blocked_filter_grad(x, dy, kh, kw, stride, pads, out_hw, *, variant="blocked"):
+    """dw [KH, KW, C, F] of the convolution, float32, by register blocks (see above; ``variant``
+    one of ``VARIANTS``); the images are summed in parts fixed by the shape (``parallel_sum``)."""
     from .conv import _phase_planes
 
     n, _, _, c = x.shape
@@ -519,7 +525,7 @@ def blocked_filter_grad(x, dy, kh, kw, stride, pads, out_hw, *, narrow=False):
     offsets[:taps] = _tap_offsets(c, kh, kw, s, hh1, wh)
     offsets4 = offsets.reshape(k4, 4)
     per = images_per_chunk(g)
-    filter_blocks = _filter_blocks16 if narrow else _filter_blocks
+    filter_blocks = _FILTER_BLOCKS[variant]
 
     def work(a, e):
         planes = scratch("blocked_planes", (per, g.row), np.float32)
@@ -663,9 +669,9 @@ def grad_applies(c: int, stride: int, dtype) -> bool:
     return np.dtype(dtype) == np.float32 and stride * 4 * -(-c // 4) <= LANES
 
 
-def blocked_input_grad(dy, w, x_shape, stride, pads, gate=None, *, narrow=False):
-    """dx [N, H, W, C] of the convolution, float32, by register blocks (see above; ``narrow``:
-    ``_blocks16``); each worker takes whole images, a chunk at a time. ``gate`` (x's shape,
+def blocked_input_grad(dy, w, x_shape, stride, pads, gate=None, *, variant="blocked"):
+    """dx [N, H, W, C] of the convolution, float32, by register blocks (see above; ``variant``
+    one of ``VARIANTS``); each worker takes whole images, a chunk at a time. ``gate`` (x's shape,
     C-contiguous): the cache of a ReLU before the layer, applied as dx is written, dx · [gate > 0]."""
     assert grad_applies(x_shape[3], stride, np.float32), "blocked_input_grad: C too wide for its stride"
     n = x_shape[0]
@@ -678,7 +684,7 @@ def blocked_input_grad(dy, w, x_shape, stride, pads, gate=None, *, narrow=False)
     rows = 4 * g.c4
     dx = np.empty(x_shape, np.float32)
     gf = None if gate is None else gate.reshape(-1)
-    blocks = _blocks16 if narrow else _blocks
+    blocks = _BLOCKS[variant]
 
     def work(a, e):
         planes = scratch("blocked_planes", (per, row), np.float32)

@@ -502,7 +502,7 @@ def forward_with(choice: Choice, x, w, b, stride, pads, out_hw):
         if choice.algorithm in TILE:
             return winograd_forward(x, w, b, pads, out_hw, stride=stride, tile=TILE[choice.algorithm])
         if choice.algorithm in BLOCKED:
-            return blocked_forward(x, w, b, stride, pads, out_hw, narrow=choice.algorithm == "blocked16")
+            return blocked_forward(x, w, b, stride, pads, out_hw, variant=choice.algorithm)
         if choice.algorithm == "lanes":
             return lanes_forward(x, w, b, stride, pads, out_hw)
         w2 = np.ascontiguousarray(w).reshape(kh * kw * c, f)
@@ -578,7 +578,7 @@ def filter_grad_with(choice: Choice, dy, cache):
         if choice.algorithm in TILE:
             return winograd_backward(x, w, dy, pads, out_hw, stride=stride, need_dx=False, tile=TILE[choice.algorithm])[1]
         if choice.algorithm in BLOCKED:
-            return blocked_filter_grad(x, dy, kh, kw, stride, pads, out_hw, narrow=choice.algorithm == "blocked16")
+            return blocked_filter_grad(x, dy, kh, kw, stride, pads, out_hw, variant=choice.algorithm)
         if choice.algorithm == "lanes":
             return lanes_filter_grad(x, dy, kh, kw, stride, pads, out_hw)
         if choice.algorithm == "wide":
@@ -616,7 +616,7 @@ def _input_grad(choice: Choice, dy, cache, gate):
         if choice.algorithm == "lanes":
             return lanes_input_grad(dy, w, x.shape, stride, pads, gate=gate)
         if choice.algorithm in BLOCKED:
-            return blocked_input_grad(dy, w, x.shape, stride, pads, gate=gate, narrow=choice.algorithm == "blocked16")
+            return blocked_input_grad(dy, w, x.shape, stride, pads, gate=gate, variant=choice.algorithm)
         if choice.algorithm in ("flipped", "flipped-t"):  # stride 1 only
             # flip in space, swap C and F: wt[p', q', f, c] = w[KH-1-p', KW-1-q', c, f]
             wt = np.ascontiguousarray(w[::-1, ::-1].transpose(0, 1, 3, 2)).reshape(kh * kw * f, c)

@@ -83,8 +83,7 @@ def _fused(plan, w, b, stride, bn, relu, pool):
     affine = scale_shift(*bn, x.dtype)[1:] if bn is not None else None
     with chunk_size(choice.chunk):
         if choice.algorithm in BLOCKED:
-            y = blocked_forward(x, w, b, stride, pads, out_hw, affine=affine, relu=relu, pool=fuse,
-                                narrow=choice.algorithm == "blocked16")
+            y = blocked_forward(x, w, b, stride, pads, out_hw, affine=affine, relu=relu, pool=fuse, variant=choice.algorithm)
         elif choice.algorithm == "lanes":
             fuse = fuse and poolable(w.shape[3], out_hw)
             y = lanes_forward(x, w, b, stride, pads, out_hw, affine=affine, relu=relu, pool=fuse)

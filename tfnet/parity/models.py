@@ -149,15 +149,15 @@ def check_model(recipe, dtype=np.float64, *, batch_size: int = 4, seed: int = 0,
         case.add(f"{layer.name} output", a, b.numpy())
     case.add("loss", loss, tloss.numpy())
 
-    def theirs(i):  # TF's gradient of the loss at layer i's input
-        g = t_in[model.layers[i].name]
-        return np.zeros_like(in_grads[model.layers[i].name]) if g is None else g.numpy()
+    t_x = [o.numpy() for o in outs[:-1]]  # TF's input of each layer
+    theirs = [np.zeros_like(in_grads[l.name]) if t_in[l.name] is None else t_in[l.name].numpy()
+              for l in model.layers]  # TF's gradient of the loss at each layer's input
 
     for i in reversed(range(len(model.layers))):
         layer = model.layers[i]
         ours = in_grads[layer.name]
         flipped = 0 if case.resynced_at or i + 1 == len(model.layers) else \
-            _tie_flips(case, layer, acts[i], outs[i].numpy(), ours, theirs(i))
+            _tie_flips(case, layer, acts[i], t_x[i], ours, theirs[i])
         if flipped:
             case.resynced_at = layer.name
             case.note += (f"; {layer.name}: {flipped} window(s) tied within rounding have their first maximum "
@@ -165,13 +165,13 @@ def check_model(recipe, dtype=np.float64, *, batch_size: int = 4, seed: int = 0,
                           "backward is fed TF's input and upstream gradient")
         if case.resynced_at is not None:  # this layer alone, on TF's input and upstream gradient
             with conv_algorithm(conv):
-                grads, ours = _isolated(layer, outs[i].numpy(), theirs(i + 1), masks, training)
+                grads, ours = _isolated(layer, t_x[i], theirs[i + 1], masks, training)
             param_grads.update({f"{layer.name}/{k}": g + l2_grads.get(f"{layer.name}/{k}", 0)
                                 for k, g in grads.items()})
         for k in layer.params:
             key = f"{layer.name}/{k}"
             case.add(f"{key} gradient", param_grads[key], t_params[key].numpy())
-        case.add(f"{layer.name} input gradient", ours, theirs(i))
+        case.add(f"{layer.name} input gradient", ours, theirs[i])
     return case
 
 
